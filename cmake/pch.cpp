@@ -1,0 +1,1 @@
+// Empty translation unit: carries the precompiled torch header that every beitv2 target reuses.

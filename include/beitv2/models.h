@@ -1,0 +1,5 @@
+#pragma once
+// Umbrella header for beitv2's models.
+#include "beitv2/models/registry.h"
+#include "beitv2/models/vit.h"
+#include "beitv2/models/vit_config.h"

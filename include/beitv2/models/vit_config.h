@@ -1,0 +1,64 @@
+#pragma once
+// The plain config struct of a Vision Transformer. A registry name (models/registry.h) is only a preset of
+// it; a YAML `model:` section may name a preset, spell out every field, or override a few:
+//
+//   model:
+//     preset: vit_base_patch16_224   # optional: start from this preset
+//     depth: 6                       # then override fields
+//
+// Divergence note: none; every field maps to an argument of the official VisionTransformer.
+
+#include <cstdint>
+#include <string>
+
+#include "beitv2/nn/options.h"
+
+namespace beitv2 {
+
+class YamlMap;
+
+/// How freshly built weights are initialised (SPEC.md §0 vs §3.3).
+enum class InitScheme {
+  kVit,           ///< official modeling_finetune / VQ-KD: trunc_normal(.02) cut at ±2 (absolute), conv default
+  kBeitPretrain,  ///< official modeling_pretrain: trunc_normal(.02) cut at ±1 std, patch conv included
+};
+InitScheme parse_init_scheme(const std::string& s);  // "vit" | "beit_pretrain"
+std::string to_string(InitScheme s);
+
+struct ViTConfig {
+  int64_t img_size = 224;          ///< square input side (pixels)
+  int64_t patch_size = 16;         ///< square patch side; img_size must be a multiple
+  int64_t in_chans = 3;            ///< input channels
+  int64_t embed_dim = 768;         ///< token width D
+  int64_t depth = 12;              ///< number of blocks
+  int64_t num_heads = 12;          ///< attention heads; D must be a multiple
+  double mlp_ratio = 4.0;          ///< MLP hidden = D * mlp_ratio
+  bool qkv_bias = true;            ///< q_bias/v_bias parameters
+  double init_values = 0.0;        ///< layer scale gamma init; 0 = no gamma_1/gamma_2
+  bool use_abs_pos_emb = true;     ///< learned absolute position embedding `pos_embed` (1, N+1, D)
+  bool use_rel_pos_bias = false;   ///< a relative position bias table in every block
+  bool use_shared_rel_pos_bias = false;  ///< one `rel_pos_bias` table shared by all blocks
+  bool use_mean_pooling = true;    ///< fc_norm(mean of patch tokens) (no `norm`); else norm then cls token
+  int64_t num_classes = 0;         ///< classifier `head` outputs; 0 = no head
+  double drop_path_rate = 0.0;     ///< stochastic depth, linear over blocks from 0
+  double norm_eps = 1e-6;          ///< LayerNorm epsilon
+  double init_scale = 0.001;       ///< head weight/bias multiplier after init
+  Activation act = Activation::kGELU;
+  InitScheme init = InitScheme::kVit;
+  AttentionBackend attention = AttentionBackend::kSdpa;
+
+  int64_t grid_size() const { return img_size / patch_size; }
+  int64_t num_patches() const { return grid_size() * grid_size(); }
+
+  /// Throws ConfigError naming the field and the bad value.
+  void validate() const;
+  /// Aligned "key  value" lines, one per field.
+  std::string to_string() const;
+  /// The YAML mapping of every field (what a run directory's config.yaml holds).
+  std::string to_yaml() const;
+};
+
+/// Reads a `model:` mapping: optional `preset`, then any field overrides. Unknown keys are errors.
+ViTConfig vit_config_from_yaml(YamlMap& map);
+
+}  // namespace beitv2

@@ -1,0 +1,36 @@
+// Compiled in its own object library without torch's include directory (see log.h).
+#include "beitv2/core/log.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <stdexcept>
+
+namespace beitv2::log {
+namespace {
+
+spdlog::logger& logger() {
+  static std::shared_ptr<spdlog::logger> log = [] {
+    auto l = spdlog::stderr_color_mt("beitv2");
+    l->set_pattern("[%H:%M:%S] [%^%l%$] %v");
+    return l;
+  }();
+  return *log;
+}
+
+}  // namespace
+
+void debug(std::string_view message) { logger().debug(message); }
+void info(std::string_view message) { logger().info(message); }
+void warn(std::string_view message) { logger().warn(message); }
+void error(std::string_view message) { logger().error(message); }
+
+void set_level(const std::string& level) {
+  const auto lvl = spdlog::level::from_str(level);
+  if (lvl == spdlog::level::off && level != "off") {
+    throw std::invalid_argument("unknown log level '" + level + "' (trace, debug, info, warn, error, off)");
+  }
+  logger().set_level(lvl);
+}
+
+}  // namespace beitv2::log

@@ -1,0 +1,46 @@
+#pragma once
+// Shared test helpers: tolerant tensor comparison with an llm.c-style report, fixture paths.
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <sstream>
+#include <string>
+
+namespace beitv2::test {
+
+inline std::filesystem::path data_dir() { return BEITV2_TEST_DATA_DIR; }
+inline std::filesystem::path source_dir() { return BEITV2_SOURCE_DIR; }
+
+/// Seeds torch before every test (the SeedingFixture of PyTorch's C++ tests).
+class Seeded : public ::testing::Test {
+ protected:
+  void SetUp() override { torch::manual_seed(0); }
+};
+
+/// |actual - expected| <= atol + rtol * |expected| everywhere. On failure: max abs diff, where, the first
+/// values of both, and `hint` (how to regenerate the fixture).
+inline ::testing::AssertionResult close(const torch::Tensor& actual, const torch::Tensor& expected, double atol,
+                                        double rtol, const std::string& hint = "") {
+  if (!actual.sizes().equals(expected.sizes())) {
+    std::ostringstream os;
+    os << "shape " << actual.sizes() << " vs expected " << expected.sizes();
+    return ::testing::AssertionFailure() << os.str();
+  }
+  auto a = actual.detach().to(torch::kCPU, torch::kDouble).flatten();
+  auto e = expected.detach().to(torch::kCPU, torch::kDouble).flatten();
+  auto diff = (a - e).abs();
+  auto bad = diff > (atol + rtol * e.abs());
+  if (!bad.any().item<bool>() && a.isfinite().all().item<bool>()) return ::testing::AssertionSuccess();
+  const int64_t at = diff.argmax().item<int64_t>();
+  std::ostringstream os;
+  os << "max |diff| " << diff.max().item<double>() << " at flat index " << at << " (actual "
+     << a[at].item<double>() << ", expected " << e[at].item<double>() << "), " << bad.sum().item<int64_t>()
+     << " of " << a.numel() << " outside atol " << atol << " + rtol " << rtol << "\n  actual[:5]   "
+     << a.slice(0, 0, 5) .reshape({-1}) << "\n  expected[:5] " << e.slice(0, 0, 5).reshape({-1});
+  if (!hint.empty()) os << "\n  " << hint;
+  return ::testing::AssertionFailure() << os.str();
+}
+
+}  // namespace beitv2::test

@@ -1,0 +1,178 @@
+// Weights I/O (safetensors, state dicts) and image decoding.
+#include <opencv2/imgcodecs.hpp>
+
+#include <fstream>
+
+#include "beitv2/beitv2.h"
+#include "common.h"
+
+namespace beitv2 {
+namespace {
+
+class Io : public test::Seeded {};
+
+std::filesystem::path tmp(const std::string& name) {
+  return std::filesystem::temp_directory_path() / ("beitv2_" + std::to_string(::getpid()) + "_" + name);
+}
+
+TEST_F(Io, SafetensorsRoundTripsEveryDtype) {
+  TensorMap in{
+      {"f32", torch::randn({3, 4})},
+      {"f64", torch::randn({2}, torch::kFloat64)},
+      {"f16", torch::randn({5}).to(torch::kFloat16)},
+      {"bf16", torch::randn({2, 2}).to(torch::kBFloat16)},
+      {"i64", torch::arange(7, torch::kInt64)},
+      {"i32", torch::arange(3, torch::kInt32)},
+      {"i16", torch::arange(3, torch::kInt16)},
+      {"i8", torch::arange(-3, 3, torch::kInt8)},
+      {"u8", torch::arange(250, 256, torch::kUInt8)},
+      {"bool", torch::tensor({true, false, true})},
+      {"scalar", torch::tensor(3.5f)},
+      {"empty", torch::zeros({0, 4})},
+      {"strided", torch::randn({4, 6}).t()},
+  };
+  const auto p = tmp("all.safetensors");
+  write_safetensors(p, in, {{"who", "test"}});
+  auto out = read_safetensors(p);
+  std::filesystem::remove(p);
+  EXPECT_EQ(out.metadata.at("who"), "test");
+  ASSERT_EQ(out.tensors.size(), in.size());
+  for (const auto& [k, v] : in) {
+    EXPECT_EQ(out.tensors.at(k).scalar_type(), v.scalar_type()) << k;
+    EXPECT_TRUE(torch::equal(out.tensors.at(k), v)) << k;
+  }
+}
+
+TEST(Safetensors, ReadsTheReferenceWritersFiles) {
+  // Written by the Python safetensors package (tests/reference/gen_vit_golden.py).
+  auto f = read_safetensors(test::data_dir() / "golden" / "vit_tiny_abs.safetensors");
+  EXPECT_EQ(f.metadata.at("generator"), "tests/reference/gen_vit_golden.py");
+  EXPECT_EQ(f.tensors.at("input").sizes(), torch::IntArrayRef({2, 3, 32, 32}));
+  EXPECT_EQ(f.tensors.at("param.blocks.0.attn.qkv.weight").sizes(), torch::IntArrayRef({96, 32}));
+}
+
+std::string header_file(const std::string& json, size_t data_bytes) {
+  std::string s(8, '\0');
+  uint64_t n = json.size();
+  for (int i = 0; i < 8; ++i, n >>= 8) s[i] = static_cast<char>(n & 0xff);
+  return s + json + std::string(data_bytes, '\x01');
+}
+
+std::string parse_error(const std::string& bytes) {
+  try {
+    parse_safetensors(bytes.data(), bytes.size(), "bad.safetensors");
+  } catch (const IoError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Safetensors, MalformedFilesGiveClearErrors) {
+  const std::string ok = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  EXPECT_EQ(parse_error(header_file(ok, 8)), "no error");
+  struct Case {
+    std::string bytes, expect;
+  };
+  std::string huge_len(8, '\xff');
+  const std::vector<Case> cases = {
+      {"abc", "too short"},
+      {huge_len + "{}", "exceeds the 100 MiB limit"},
+      {header_file(ok, 8).substr(0, 20), "runs past the end"},
+      {header_file(R"([1,2])", 0), "does not start with '{'"},
+      {header_file(R"({"a":)", 0), "not valid JSON"},
+      {header_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 4), "outside the 4-byte data buffer"},
+      {header_file(R"({"a":{"dtype":"X9","shape":[2],"data_offsets":[0,8]}})", 8), "unsupported dtype"},
+      {header_file(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8), "8 bytes for shape [3] of F32"},
+      {header_file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", 8), "non-negative integer"},
+      {header_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}})", 8), "data_offsets [8, 0]"},
+      {header_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", 8), "must be a list [begin, end]"},
+      {header_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 8),
+       "overlapping tensors or a hole"},
+      {header_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", 12), "4 trailing bytes"},
+      {header_file(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", 8), "overflows"},
+      {header_file(R"({"__metadata__":{"k":1}})", 0), "must be a string"},
+      {header_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}})", 8), "unknown field 'extra'"},
+      {header_file(R"({"a":3})", 0), "entry must be an object"},
+  };
+  for (const auto& c : cases) {
+    const auto e = parse_error(c.bytes);
+    EXPECT_NE(e.find("bad.safetensors: "), std::string::npos) << e;
+    EXPECT_NE(e.find(c.expect), std::string::npos) << "expected '" << c.expect << "' in: " << e;
+  }
+  EXPECT_THROW(read_safetensors("/nonexistent.safetensors"), IoError);
+}
+
+TEST_F(Io, StrictLoadReportsEveryProblemAtOnce) {
+  VisionTransformer vit(vit_preset("vit_test_tiny"));
+  auto sd = state_dict(*vit);
+  sd.erase("cls_token");
+  sd.erase("blocks.1.mlp.fc2.bias");
+  sd["teacher.x"] = torch::zeros({1});
+  sd["pos_embed"] = torch::zeros({1, 5, 32});
+  try {
+    load_state_dict(*vit, sd, {}, "w.safetensors");
+    FAIL() << "no error";
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("cannot load w.safetensors"), std::string::npos) << m;
+    EXPECT_NE(m.find("2 missing"), std::string::npos) << m;
+    EXPECT_NE(m.find("cls_token"), std::string::npos) << m;
+    EXPECT_NE(m.find("blocks.1.mlp.fc2.bias"), std::string::npos) << m;
+    EXPECT_NE(m.find("1 unexpected"), std::string::npos) << m;
+    EXPECT_NE(m.find("teacher.x"), std::string::npos) << m;
+    EXPECT_NE(m.find("pos_embed: weights [1, 5, 32] vs model [1, 17, 32]"), std::string::npos) << m;
+  }
+  // Skipping names the prefixes; shape mismatches stay fatal.
+  sd["pos_embed"] = vit->pos_embed.detach().clone();
+  sd["cls_token"] = torch::full({1, 1, 32}, 7.0);
+  sd["blocks.1.mlp.fc2.bias"] = torch::zeros({32});
+  auto report = load_state_dict(*vit, sd, LoadOptions{{"teacher."}});
+  EXPECT_TRUE(report.ok());
+  EXPECT_EQ(vit->cls_token.flatten()[0].item<float>(), 7.0f);
+}
+
+// ---- images ----
+
+const std::filesystem::path kPhotos = "/usr/share/doc/opencv-doc/examples/data";
+
+TEST(Images, DecodesRealPhotosToRgb) {
+  auto files = data::list_images(kPhotos);
+  EXPECT_GT(files.size(), 50u);
+  auto img = data::decode_rgb(kPhotos / "baboon.jpg");
+  EXPECT_EQ(img.type(), CV_8UC3);
+  EXPECT_EQ(img.cols, 512);
+  // RGB order: channel 0 is OpenCV's (BGR) channel 2.
+  cv::Mat bgr = cv::imread((kPhotos / "baboon.jpg").string(), cv::IMREAD_COLOR);
+  EXPECT_EQ(img.at<cv::Vec3b>(10, 20)[0], bgr.at<cv::Vec3b>(10, 20)[2]);
+  EXPECT_EQ(img.at<cv::Vec3b>(10, 20)[2], bgr.at<cv::Vec3b>(10, 20)[0]);
+  auto crop = data::resize_center_crop(img, 256, 224, data::parse_interpolation("bicubic"));
+  EXPECT_EQ(crop.rows, 224);
+  EXPECT_EQ(crop.cols, 224);
+  auto batch = data::to_uint8_batch({crop, crop});
+  EXPECT_EQ(batch.sizes(), torch::IntArrayRef({2, 3, 224, 224}));
+  EXPECT_EQ(batch.scalar_type(), torch::kUInt8);
+  auto x = data::normalize_images(batch, data::kImagenetMean, data::kImagenetStd);
+  EXPECT_NEAR(x[0][0][0][0].item<float>(), (batch[0][0][0][0].item<int>() / 255.0 - 0.485) / 0.229, 1e-5);
+}
+
+TEST(Images, GreyImagesBecomeThreeChannels) {
+  auto img = data::decode_rgb(kPhotos / "box.png");  // a greyscale PNG
+  EXPECT_EQ(img.channels(), 3);
+}
+
+TEST(Images, ErrorsNameTheFile) {
+  const auto p = tmp("broken.jpg");
+  std::ofstream(p) << "not a jpeg";
+  try {
+    data::decode_rgb(p);
+    FAIL();
+  } catch (const IoError& e) {
+    EXPECT_NE(std::string(e.what()).find(p.string() + ": cannot decode"), std::string::npos);
+  }
+  std::filesystem::remove(p);
+  EXPECT_THROW(data::decode_rgb("/nonexistent.png"), IoError);
+  EXPECT_THROW(data::list_images("/nonexistent-dir"), IoError);
+}
+
+}  // namespace
+}  // namespace beitv2
