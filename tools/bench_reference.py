@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
 """PyTorch side of scripts/bench.sh: the same benchmark as build/bin/beitv2-bench, one JSON line each.
 
-vit-forward: timm's Beit built with the same config as beitv2's registry preset (eval, inference mode,
-random input, same batch and thread count), median seconds per forward over --iters after --warmup.
-Runs in the reference environment (timm needs torchvision): ~/.cache/beitv2/ref-env/bin/python.
+vit-forward: the same config as beitv2's registry preset (eval, inference mode, random input, same batch and
+thread count), median seconds per forward over --iters after --warmup, built by
+  --impl plain: tests/reference/plain_vit.py in plain torch, run by the build environment, i.e. the very torch
+                build the C++ links (the like-for-like comparison);
+  --impl timm:  timm's Beit, run by the reference environment (timm needs torchvision; a newer torch).
 """
 import argparse
 import json
+import os
+import sys
 import time
 
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "reference"))
 
 PRESETS = {  # beitv2 registry name -> timm Beit kwargs (models/registry.cpp)
     "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12, use_abs_pos_emb=True),
@@ -20,13 +26,21 @@ PRESETS = {  # beitv2 registry name -> timm Beit kwargs (models/registry.cpp)
 }
 
 
-def vit_forward(args):
-    from timm.models.beit import Beit
+def build(impl, preset):
+    if impl == "plain":
+        import plain_vit
+        return plain_vit.VisionTransformer(**preset), f"plain torch (tests/reference/plain_vit.py)"
     import timm
+    from timm.models.beit import Beit
+    return Beit(img_size=224, patch_size=16, num_classes=0, global_pool="avg", qkv_bias=True, **preset), \
+        f"timm {timm.__version__}"
+
+
+def vit_forward(args):
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
-    model = Beit(img_size=224, patch_size=16, num_classes=0, global_pool="avg", qkv_bias=True,
-                 **PRESETS[args.model]).eval()
+    model, impl = build(args.impl, PRESETS[args.model])
+    model.eval()
     x = torch.randn(args.batch, 3, 224, 224)
     times = []
     with torch.inference_mode():
@@ -38,7 +52,7 @@ def vit_forward(args):
             times.append(time.perf_counter() - t0)
     times.sort()
     median = times[len(times) // 2]
-    print(json.dumps({"bench": "vit-forward", "impl": f"timm {timm.__version__}", "model": args.model,
+    print(json.dumps({"bench": "vit-forward", "impl": impl, "model": args.model,
                       "batch": args.batch, "threads": args.threads, "iters": args.iters, "median_s": median,
                       "images_per_s": args.batch / median, "torch": torch.__version__}))
 
@@ -47,6 +61,7 @@ def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="bench", required=True)
     vf = sub.add_parser("vit-forward")
+    vf.add_argument("--impl", choices=["plain", "timm"], default="plain")
     vf.add_argument("--model", default="vit_base_patch16_224", choices=sorted(PRESETS))
     vf.add_argument("--batch", type=int, default=8)
     vf.add_argument("--threads", type=int, default=2)

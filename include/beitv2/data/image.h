@@ -3,6 +3,7 @@
 // Images travel as uint8 (B, 3, H, W) and are converted and normalised on the device (normalize_images).
 
 #include <opencv2/core/mat.hpp>
+#include <opencv2/imgproc.hpp>  // cv::INTER_* for resize_center_crop
 #include <torch/types.h>
 
 #include <array>
