@@ -1,5 +1,7 @@
 #pragma once
 // Everything a program linking beitv2::beitv2 needs: models, blocks, weights I/O, image helpers.
+#include "beitv2/core/autocast.h"
+#include "beitv2/core/collectives.h"
 #include "beitv2/core/config_yaml.h"
 #include "beitv2/core/fs.h"
 #include "beitv2/core/log.h"

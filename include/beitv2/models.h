@@ -3,3 +3,4 @@
 #include "beitv2/models/registry.h"
 #include "beitv2/models/vit.h"
 #include "beitv2/models/vit_config.h"
+#include "beitv2/models/vqkd.h"

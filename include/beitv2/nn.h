@@ -7,4 +7,5 @@
 #include "beitv2/nn/options.h"
 #include "beitv2/nn/patch_embed.h"
 #include "beitv2/nn/rel_pos_bias.h"
+#include "beitv2/nn/vector_quantizer.h"
 #include "beitv2/nn/vit_block.h"

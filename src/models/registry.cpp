@@ -96,8 +96,8 @@ std::string ViTConfig::to_yaml() const {
   return os.str();
 }
 
-ViTConfig vit_config_from_yaml(YamlMap& m) {
-  ViTConfig c;
+ViTConfig vit_config_from_yaml(YamlMap& m, const ViTConfig& base) {
+  ViTConfig c = base;
   if (m.has("preset")) {
     std::string name;
     m.get("preset", name);

@@ -58,7 +58,7 @@ struct ViTConfig {
   std::string to_yaml() const;
 };
 
-/// Reads a `model:` mapping: optional `preset`, then any field overrides. Unknown keys are errors.
-ViTConfig vit_config_from_yaml(YamlMap& map);
+/// Reads a `model:` mapping: optional `preset` (else `base`), then any field overrides. Unknown keys are errors.
+ViTConfig vit_config_from_yaml(YamlMap& map, const ViTConfig& base = ViTConfig{});
 
 }  // namespace beitv2

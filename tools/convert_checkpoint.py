@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Official BEiT v2 / VQ-KD checkpoints <-> beitv2 .safetensors (names unchanged: they are the official ones).
+
+  convert_checkpoint.py IN.pth OUT.safetensors          # official -> ours
+  convert_checkpoint.py --to-pth IN.safetensors OUT.pth # ours -> a .pth the official code loads strictly
+
+.pth -> .safetensors takes the state dict from the top-level key 'model', else 'state_dict', else 'module',
+else the file itself; drops `teacher_model.*`, `scaling_layer.*` and `loss*` (what the official tokenizer
+loader deletes) plus any non-tensor entry, and never carries optimizer, scaler or `args`. Files are loaded with
+torch.load(weights_only=True); training checkpoints that pickle argparse.Namespace need --unsafe-pickle (only
+for files you trust). --drop PREFIX adds prefixes to drop.
+--to-pth writes {'model': state_dict}, the layout the official loaders read.
+"""
+import argparse
+import collections
+import hashlib
+import os
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+
+DROP_PREFIXES = ("teacher_model.", "scaling_layer.", "loss")
+
+
+def load_pth(path, unsafe_pickle):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - report the reason and the way out
+        if not unsafe_pickle:
+            sys.exit(f"convert_checkpoint: {path}: cannot load with weights_only=True ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0]}); if you trust this file, pass --unsafe-pickle")
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def pick_state_dict(obj, path):
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "module"):
+            if key in obj and isinstance(obj[key], dict):
+                return obj[key], key
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj, None
+    sys.exit(f"convert_checkpoint: {path}: no state dict under 'model', 'state_dict' or 'module'")
+
+
+def to_safetensors(src, dst, drop, unsafe_pickle):
+    sd, key = pick_state_dict(load_pth(src, unsafe_pickle), src)
+    kept, dropped = {}, collections.Counter()
+    for name, value in sd.items():
+        prefix = next((p for p in drop if name.startswith(p)), None)
+        if prefix is not None or not isinstance(value, torch.Tensor):
+            dropped[prefix or "non-tensor"] += 1
+            continue
+        kept[name] = value.detach().clone().contiguous()  # safetensors refuses shared storage
+    if not kept:
+        sys.exit(f"convert_checkpoint: {src}: nothing left to write after dropping {dict(dropped)}")
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    meta = {"converted_from": os.path.basename(src), "source_sha256_16": digest,
+            "source_key": key or "<root>", "dropped": ", ".join(f"{k}*: {v}" for k, v in sorted(dropped.items())),
+            "converter": "tools/convert_checkpoint.py"}
+    save_file(kept, dst, metadata=meta)
+    print(f"wrote {dst}: {len(kept)} tensors from '{key or '<root>'}', dropped {dict(dropped) or 'nothing'}")
+
+
+def to_pth(src, dst):
+    sd = collections.OrderedDict(load_file(src))
+    torch.save({"model": sd}, dst)
+    print(f"wrote {dst}: {len(sd)} tensors under 'model'")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src")
+    ap.add_argument("dst")
+    ap.add_argument("--to-pth", action="store_true", help="safetensors -> official .pth")
+    ap.add_argument("--drop", action="append", default=[], help="also drop keys with this prefix")
+    ap.add_argument("--unsafe-pickle", action="store_true", help="allow full unpickling (trusted files only)")
+    a = ap.parse_args(argv)
+    if a.to_pth:
+        to_pth(a.src, a.dst)
+    else:
+        to_safetensors(a.src, a.dst, DROP_PREFIXES + tuple(a.drop), a.unsafe_pickle)
+
+
+if __name__ == "__main__":
+    main()
