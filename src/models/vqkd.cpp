@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <functional>
 #include <map>
 #include <sstream>
@@ -250,6 +251,29 @@ VqkdOutput VQKDImpl::forward(const torch::Tensor& images, const torch::Tensor& t
   auto rec = decode(q.z_q);
   auto rec_loss = cosine_rec_loss(rec, targets.to(rec.device()));
   return {q.loss + rec_loss, q.loss, rec_loss, q.indices.view({x.size(0), -1}), rec};
+}
+
+CodebookUsage codebook_usage(const torch::Tensor& ids, int64_t n_code) {
+  CodebookUsage u;
+  u.n_code = n_code;
+  auto flat = ids.reshape({-1}).to(torch::kCPU, torch::kLong);
+  u.tokens = flat.numel();
+  TORCH_CHECK(u.tokens == 0 || (flat.min().item<int64_t>() >= 0 && flat.max().item<int64_t>() < n_code),
+              "codebook_usage: ids outside [0, ", n_code, ")");
+  u.counts = torch::bincount(flat, {}, n_code);
+  u.used = u.counts.gt(0).sum().item<int64_t>();
+  if (u.tokens > 0) {
+    auto p = u.counts.to(torch::kDouble) / static_cast<double>(u.tokens);
+    u.perplexity = std::exp(-(p * torch::log(p.clamp_min(1e-300))).sum().item<double>());
+  }
+  return u;
+}
+
+std::string CodebookUsage::to_string() const {
+  std::ostringstream os;
+  os << tokens << " tokens use " << used << " of " << n_code << " codes (" << (n_code ? 100.0 * used / n_code : 0)
+     << "%), perplexity " << perplexity;
+  return os.str();
 }
 
 std::set<std::string> VQKDImpl::no_weight_decay() const {

@@ -7,6 +7,8 @@
 // atol 1e-5 + rtol 1e-4 as for the ViT.
 #include <opencv2/core.hpp>
 
+#include <cstdlib>
+
 #include "beitv2/beitv2.h"
 #include "common.h"
 
@@ -92,6 +94,40 @@ TEST(GoldenVqkd, ConvertedWeightsTokenisePhotosLikePython) {
   auto ids = vq->get_tokens(pixels);
   EXPECT_TRUE(torch::equal(ids, fx.at("photos.ids"))) << ids << "\nvs\n" << fx.at("photos.ids");
   EXPECT_GT(std::get<0>(at::_unique(ids)).numel(), 5);  // not a degenerate single code
+}
+
+}  // namespace
+}  // namespace beitv2
+
+namespace beitv2 {
+namespace {
+
+// Our weights go the other way: a tokenizer trained one step here, saved by beitv2, converted to an official
+// .pth and loaded strictly by the PyTorch rendering, tokenises the fixture photos to the same ids.
+// Needs the reference environment (BEITV2_REF_PYTHON, set by scripts/test.sh); skipped without it.
+TEST(GoldenVqkdInterop, OurWeightsLoadStrictlyInTheOfficialLayout) {
+  const char* py = std::getenv("BEITV2_REF_PYTHON");
+  if (!py || !std::filesystem::exists(py)) GTEST_SKIP() << "BEITV2_REF_PYTHON not set: no reference environment";
+  Fixture fx;
+  VQKD vq(vqkd_preset("vqkd_test_tiny"));
+  vq->train();
+  vq->forward(fx.at("input"), fx.at("targets"));  // k-means init + one EMA update, as in training
+  vq->eval();
+  torch::Tensor ids;
+  {
+    torch::NoGradGuard ng;
+    ids = vq->get_tokens(fx.at("photos.pixels"));
+  }
+  const auto dir = std::filesystem::temp_directory_path() / ("beitv2_interop_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  save_weights(*vq, dir / "ours.safetensors");
+  write_safetensors(dir / "expect.safetensors", {{"pixels", fx.at("photos.pixels")}, {"ids", ids}});
+  const std::string cmd = std::string(py) + " " +
+                          (test::source_dir() / "tests/reference/check_vqkd_interop.py").string() + " " +
+                          (dir / "ours.safetensors").string() + " " + (dir / "expect.safetensors").string();
+  const int rc = std::system(cmd.c_str());
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(rc, 0) << cmd;
 }
 
 }  // namespace

@@ -53,6 +53,18 @@ struct VqkdOutput {
   torch::Tensor rec;         // (B, N, target_dim)
 };
 
+/// How a set of token ids uses the codebook.
+struct CodebookUsage {
+  int64_t tokens = 0;        ///< ids counted
+  int64_t used = 0;          ///< distinct codes seen
+  int64_t n_code = 0;        ///< codebook size
+  double perplexity = 0;     ///< exp(entropy of the code histogram); n_code when perfectly uniform
+  torch::Tensor counts;      ///< (n_code) int64 histogram
+  std::string to_string() const;
+};
+/// Histogram of `ids` (any shape, values in [0, n_code)).
+CodebookUsage codebook_usage(const torch::Tensor& ids, int64_t n_code);
+
 /// Example (tokenising):
 ///   auto vq = VQKD(vqkd_preset("vqkd_encoder_base_decoder_3x768x12_clip"));
 ///   load_weights(*vq, "tokenizer.safetensors"); vq->eval();

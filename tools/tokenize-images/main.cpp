@@ -1,0 +1,152 @@
+// tokenize-images: images -> VQ-KD token ids per image, with a codebook-usage summary.
+//
+//   build/bin/tokenize-images --tokenizer vqkd_encoder_base_decoder_3x768x12_clip --weights tok.safetensors
+//       --images DIR --out tokens.jsonl
+//
+// Images: a folder (recursive) or --list FILE (one path per line; a second column is ignored). Each image is
+// resized (shorter side to --resize, bicubic) and centre-cropped to the tokenizer's input size.
+// Output by extension: .jsonl (one {"path", "tokens": [...]} per image) or .safetensors ("tokens" (N, L)
+// int64, paths in the metadata).
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "beitv2/beitv2.h"
+
+namespace {
+
+struct Args {
+  std::string tokenizer = "vqkd_encoder_base_decoder_3x768x12_clip";
+  std::string config;
+  std::string weights;
+  bool random_init = false;
+  std::string images;
+  std::string list;
+  std::string out;
+  int resize = 0;
+  int64_t batch = 16;
+  int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+};
+
+std::vector<std::filesystem::path> read_list(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) throw beitv2::IoError(file + ": cannot open image list");
+  std::vector<std::filesystem::path> out;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream ss(line);
+    std::string path;
+    if (ss >> path && path[0] != '#') out.emplace_back(path);
+  }
+  if (out.empty()) throw beitv2::IoError(file + ": image list is empty");
+  return out;
+}
+
+int run(const Args& a) {
+  using namespace beitv2;
+  torch::set_num_threads(a.threads);
+  VqkdConfig cfg;
+  if (!a.config.empty()) {
+    YAML::Node root = load_yaml_file(a.config);
+    YamlMap top(root, a.config, "");
+    auto m = top.child("model");
+    cfg = vqkd_config_from_yaml(m);
+  } else {
+    cfg = vqkd_preset(a.tokenizer);
+  }
+  VQKD vq(cfg);
+  if (!a.weights.empty()) {
+    load_weights(*vq, a.weights);
+  } else if (a.random_init) {
+    log::warn("--random-init: RANDOM weights, codebook from k-means on the first batch (ids are meaningless)");
+  } else {
+    throw std::runtime_error("no --weights given (pass --random-init to tokenise with random weights)");
+  }
+  vq->eval();
+
+  const auto files = a.list.empty() ? data::list_images(a.images) : read_list(a.list);
+  const int crop = static_cast<int>(cfg.encoder.img_size);
+  const int resize = a.resize > 0 ? a.resize : crop * 256 / 224;
+  const int interp = data::parse_interpolation("bicubic");
+  log::info(c10::str(files.size(), " images, tokenizer ", a.config.empty() ? a.tokenizer : a.config, ", resize ",
+                     resize, " crop ", crop, ", ", a.threads, " threads"));
+
+  std::vector<std::string> paths;
+  std::vector<torch::Tensor> ids;
+  int64_t skipped = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  torch::InferenceMode guard;
+  for (size_t i = 0; i < files.size(); i += a.batch) {
+    std::vector<cv::Mat> imgs;
+    for (size_t j = i; j < std::min(files.size(), i + a.batch); ++j) {
+      try {
+        imgs.push_back(data::resize_center_crop(data::decode_rgb(files[j]), resize, crop, interp));
+        paths.push_back(files[j].string());
+      } catch (const IoError& e) {
+        log::warn(std::string("skipping ") + e.what());
+        ++skipped;
+      }
+    }
+    if (!imgs.empty()) ids.push_back(vq->get_tokens(data::to_uint8_batch(imgs)).cpu());
+  }
+  if (ids.empty()) throw std::runtime_error("no image could be decoded");
+  auto all = torch::cat(ids);  // N, L
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (!a.out.empty()) {
+    const std::filesystem::path out(a.out);
+    if (out.extension() == ".safetensors") {
+      nlohmann::json p = paths;
+      write_safetensors(out, {{"tokens", all}}, {{"paths", p.dump()}, {"tokenizer", a.tokenizer}});
+    } else if (out.extension() == ".jsonl") {
+      std::string text;
+      for (size_t i = 0; i < paths.size(); ++i) {
+        auto row = all[static_cast<int64_t>(i)];
+        nlohmann::json j = {{"path", paths[i]},
+                            {"tokens", std::vector<int64_t>(row.data_ptr<int64_t>(), row.data_ptr<int64_t>() + row.numel())}};
+        text += j.dump() + "\n";
+      }
+      write_file_atomic(out, text);
+    } else {
+      throw std::runtime_error(a.out + ": output must end in .jsonl or .safetensors");
+    }
+    std::cout << "wrote " << a.out << "\n";
+  }
+  std::cout << "tokenised " << all.size(0) << " images (" << skipped << " skipped) into [" << all.size(0) << ", "
+            << all.size(1) << "] ids in " << secs << " s (" << all.size(0) / secs << " images/s)\n";
+  std::cout << "codebook usage: " << codebook_usage(all, cfg.n_code).to_string() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  CLI::App app{"beitv2 tokenize-images: VQ-KD token ids for images"};
+  app.add_option("--tokenizer", a.tokenizer, "registered tokenizer")->capture_default_str();
+  app.add_option("--config", a.config, "YAML file with a model: section (instead of --tokenizer)");
+  app.add_option("--weights", a.weights, "tokenizer .safetensors (official names)");
+  app.add_flag("--random-init", a.random_init, "allow random weights (testing the pipeline)");
+  auto* img = app.add_option("--images", a.images, "folder of images (recursive)");
+  auto* lst = app.add_option("--list", a.list, "file with one image path per line");
+  img->excludes(lst);
+  app.add_option("--out", a.out, "output .jsonl or .safetensors");
+  app.add_option("--resize", a.resize, "shorter side before the centre crop (default: crop*256/224)");
+  app.add_option("--batch", a.batch)->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--threads", a.threads)->capture_default_str()->check(CLI::PositiveNumber);
+  CLI11_PARSE(app, argc, argv);
+  if (a.images.empty() && a.list.empty()) {
+    std::cerr << "tokenize-images: error: give --images DIR or --list FILE\n";
+    return 2;
+  }
+  try {
+    return run(a);
+  } catch (const std::exception& e) {
+    std::cerr << "tokenize-images: error: " << e.what() << "\n";
+    return 1;
+  }
+}
