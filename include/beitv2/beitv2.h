@@ -10,4 +10,5 @@
 #include "beitv2/io/state_dict.h"
 #include "beitv2/models.h"
 #include "beitv2/nn.h"
+#include "beitv2/teacher/teacher.h"
 #include "beitv2/version.h"
