@@ -11,7 +11,7 @@ cd "$BEITV2_ROOT"
 # ---- Debian packages ----
 APT_PACKAGES=(build-essential cmake ninja-build ccache python3-venv
   libopencv-dev libyaml-cpp-dev libspdlog-dev libgtest-dev nlohmann-json3-dev libcli11-dev
-  dataset-fashion-mnist opencv-doc)
+  dataset-fashion-mnist opencv-doc clang libclang-rt-dev)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,6 +1,7 @@
 // Compiled in its own object library without torch's include directory (see log.h).
 #include "beitv2/core/log.h"
 
+#include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -24,6 +25,13 @@ void debug(std::string_view message) { logger().debug(message); }
 void info(std::string_view message) { logger().info(message); }
 void warn(std::string_view message) { logger().warn(message); }
 void error(std::string_view message) { logger().error(message); }
+
+void add_file(const std::string& file) {
+  auto sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(file, /*truncate=*/false);
+  sink->set_pattern("[%Y-%m-%d %H:%M:%S] [%l] %v");
+  logger().sinks().push_back(sink);
+  logger().flush_on(spdlog::level::info);
+}
 
 void set_level(const std::string& level) {
   const auto lvl = spdlog::level::from_str(level);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <set>
 #include <vector>
 
 #include "beitv2/core/fs.h"
@@ -15,6 +16,8 @@ namespace {
 using json = nlohmann::json;
 
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // the reference implementation's limit
+constexpr int kMaxHeaderDepth = 8;                   // a valid header nests 3 levels (object, entry, shape)
+constexpr uint64_t kMaxI64 = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
 
 struct DtypeInfo {
   const char* name;
@@ -50,11 +53,51 @@ uint64_t read_u64_le(const char* p) {
   return v;
 }
 
+// A JSON value for an error message, cut short: values come from untrusted files.
+std::string brief(const json& j) {
+  std::string s = j.dump();
+  if (s.size() > 64) s = s.substr(0, 60) + " ...";
+  return s;
+}
+
 uint64_t as_u64(const json& j, const std::string& label, const std::string& what) {
   if (!j.is_number_unsigned()) {
-    throw IoError(label + ": " + what + " must be a non-negative integer, got " + j.dump());
+    throw IoError(label + ": " + what + " must be a non-negative integer, got " + brief(j));
   }
   return j.get<uint64_t>();
+}
+
+// Parses the header JSON, rejecting duplicate keys (nlohmann would silently keep the last one) and nesting
+// deeper than kMaxHeaderDepth (nlohmann's dump(), used in error messages, recurses per level).
+json parse_header(const char* first, const char* last, const std::string& label) {
+  std::vector<std::set<std::string>> keys;  // one set per open object
+  auto check = [&](int depth, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        if (depth >= kMaxHeaderDepth) {
+          throw IoError(label + ": header nests deeper than " + std::to_string(kMaxHeaderDepth) + " levels");
+        }
+        if (event == json::parse_event_t::object_start) keys.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+        keys.pop_back();
+        break;
+      case json::parse_event_t::key:
+        if (!keys.back().insert(parsed.get<std::string>()).second) {
+          throw IoError(label + ": header has duplicate key " + brief(parsed));
+        }
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  try {
+    return json::parse(first, last, check);
+  } catch (const json::exception& e) {
+    throw IoError(label + ": header is not valid JSON: " + e.what());
+  }
 }
 
 struct Entry {
@@ -81,12 +124,7 @@ SafetensorsFile parse_safetensors(const char* data, size_t size, const std::stri
   if (header_len == 0 || data[8] != '{') {
     throw IoError(label + ": header does not start with '{'");
   }
-  json header;
-  try {
-    header = json::parse(data + 8, data + 8 + header_len);
-  } catch (const json::exception& e) {
-    throw IoError(label + ": header is not valid JSON: " + e.what());
-  }
+  const json header = parse_header(data + 8, data + 8 + header_len, label);
   if (!header.is_object()) throw IoError(label + ": header is not a JSON object");
 
   const char* buffer = data + 8 + header_len;
@@ -101,7 +139,7 @@ SafetensorsFile parse_safetensors(const char* data, size_t size, const std::stri
       if (!v.is_object()) throw IoError(label + ": __metadata__ must be an object of strings");
       for (auto m = v.begin(); m != v.end(); ++m) {
         if (!m.value().is_string()) {
-          throw IoError(label + ": __metadata__['" + m.key() + "'] must be a string, got " + m.value().dump());
+          throw IoError(label + ": __metadata__['" + m.key() + "'] must be a string, got " + brief(m.value()));
         }
         out.metadata[m.key()] = m.value().get<std::string>();
       }
@@ -120,17 +158,18 @@ SafetensorsFile parse_safetensors(const char* data, size_t size, const std::stri
     Entry e;
     e.name = key;
     e.dtype = dtype_by_name(v["dtype"].get<std::string>());
-    if (!e.dtype) throw IoError(label + ": " + what + ": unsupported dtype " + v["dtype"].dump());
+    if (!e.dtype) throw IoError(label + ": " + what + ": unsupported dtype " + brief(v["dtype"]));
     if (!v.contains("shape") || !v["shape"].is_array()) {
       throw IoError(label + ": " + what + ": missing or non-list 'shape'");
     }
-    uint64_t numel = 1;
+    // torch needs the product of max(dim, 1) (the largest stride) in int64, even when a dim is 0.
+    uint64_t numel = 1, span = 1;
     for (const auto& d : v["shape"]) {
       const uint64_t dim = as_u64(d, label, what + " shape entry");
-      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-          (dim != 0 && numel > std::numeric_limits<uint64_t>::max() / dim)) {
-        throw IoError(label + ": " + what + ": shape " + v["shape"].dump() + " overflows");
+      if (dim > kMaxI64 || span > kMaxI64 / std::max<uint64_t>(dim, 1)) {
+        throw IoError(label + ": " + what + ": shape " + brief(v["shape"]) + " overflows");
       }
+      span *= std::max<uint64_t>(dim, 1);
       numel *= dim;
       e.shape.push_back(static_cast<int64_t>(dim));
     }
@@ -147,7 +186,7 @@ SafetensorsFile parse_safetensors(const char* data, size_t size, const std::stri
     if (numel > std::numeric_limits<uint64_t>::max() / e.dtype->bytes ||
         numel * e.dtype->bytes != e.end - e.begin) {
       throw IoError(label + ": " + what + ": " + std::to_string(e.end - e.begin) + " bytes for shape " +
-                    v["shape"].dump() + " of " + e.dtype->name);
+                    brief(v["shape"]) + " of " + e.dtype->name);
     }
     entries.push_back(std::move(e));
   }

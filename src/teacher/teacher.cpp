@@ -8,6 +8,7 @@
 
 #include <sstream>
 
+#include "beitv2/core/autocast.h"
 #include "beitv2/core/config_yaml.h"
 #include "beitv2/core/fs.h"
 #include "beitv2/data/image.h"
@@ -55,23 +56,10 @@ class TorchScriptTeacher : public Teacher {
     check_images(info_, images);
     torch::InferenceMode guard;
     auto x = images.to(device_, torch::kFloat32);
-    const bool prev = at::autocast::is_autocast_enabled(at::kCUDA);
-    if (bf16_) {
-      at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-      at::autocast::set_autocast_enabled(at::kCUDA, true);
-      at::autocast::increment_nesting();
-    }
     torch::Tensor out;
-    try {
+    {
+      AutocastScope amp(bf16_, /*cuda=*/true);
       out = module_.forward({x}).toTensor();
-    } catch (...) {
-      if (bf16_ && at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-      if (bf16_) at::autocast::set_autocast_enabled(at::kCUDA, prev);
-      throw;
-    }
-    if (bf16_) {
-      if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-      at::autocast::set_autocast_enabled(at::kCUDA, prev);
     }
     const int64_t n = info_.grid * info_.grid;
     TORCH_CHECK(out.dim() == 3 && out.size(0) == x.size(0) && out.size(1) == n && out.size(2) == info_.target_dim,

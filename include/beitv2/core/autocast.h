@@ -16,4 +16,17 @@ class AutocastOff {
   bool cpu_, cuda_;
 };
 
+/// RAII: autocast to `dtype` on `device_type` (CUDA or CPU) when `enabled`, as Python's torch.autocast: the
+/// previous state is restored and the cast cache cleared when the outermost scope ends.
+class AutocastScope {
+ public:
+  AutocastScope(bool enabled, bool cuda, bool bf16 = true);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool enabled_, cuda_, prev_;
+};
+
 }  // namespace beitv2

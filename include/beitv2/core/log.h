@@ -15,6 +15,9 @@ void info(std::string_view message);
 void warn(std::string_view message);
 void error(std::string_view message);
 
+/// Also writes every message to `file` (appending), e.g. a run directory's log.txt.
+void add_file(const std::string& file);
+
 /// Sets the level by name: trace, debug, info, warn, error, off. Throws std::invalid_argument otherwise.
 void set_level(const std::string& level);
 
