@@ -211,3 +211,28 @@ TEST(TrainVqkdCli, SigkillNeverLeavesABrokenCheckpoint) {
 
 }  // namespace
 }  // namespace beitv2
+
+namespace beitv2 {
+namespace {
+
+TEST(Configs, EveryShippedConfigParses) {
+  int n = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(test::source_dir() / "configs")) {
+    if (e.path().extension() != ".yaml") continue;
+    auto root = load_yaml_file(e.path().string());
+    if (root["teacher"]) {  // a train-vqkd config
+      auto c = VqkdTrainConfig::load(e.path().string());
+      EXPECT_NO_THROW(c.validate()) << e.path();
+    } else {  // a model config
+      YamlMap top(root, e.path().string(), "");
+      auto m = top.child("model");
+      EXPECT_NO_THROW(vit_config_from_yaml(m)) << e.path();
+      top.finish();
+    }
+    ++n;
+  }
+  EXPECT_GE(n, 5);
+}
+
+}  // namespace
+}  // namespace beitv2
