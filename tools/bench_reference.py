@@ -57,6 +57,56 @@ def vit_forward(args):
                       "images_per_s": args.batch / median, "torch": torch.__version__}))
 
 
+def vqkd_train_step(args):
+    """One VQ-KD training step in PyTorch eager: teacher forward (no grad), tokenizer forward + backward, AdamW."""
+    import plain_vit
+    import vqkd_ref
+    torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
+    base = args.size == "base"
+    if base:  # vqkd_encoder_base_decoder_1x768x12_dino + a ViT-B/16 teacher
+        model = vqkd_ref.VQKD(img=224, patch=16, dim=768, enc_depth=12, dec_depth=1, heads=12, n_code=8192,
+                              code_dim=32, target_dim=768)
+        teacher = plain_vit.VisionTransformer()
+    else:  # vqkd_test_tiny + a vit_test_tiny teacher
+        model = vqkd_ref.VQKD(target_dim=32)
+        teacher = plain_vit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    with torch.no_grad():  # a random unit codebook, initialised
+        q = model.quantize.embedding
+        q.weight.copy_(vqkd_ref.l2norm(torch.randn_like(q.weight)))
+        q.initted.fill_(1.0)
+    model.train()
+    teacher.eval()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.99),
+                            weight_decay=1e-4)
+    s = 224 if base else 32
+    images = torch.randint(0, 256, (args.batch, 3, s, s), dtype=torch.uint8)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def step():
+        with torch.no_grad():
+            targets = teacher.fc_norm(teacher.forward_features((images.float() / 255 - mean) / std)[:, 1:])
+        loss = model(images, targets)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.iters):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    median = times[len(times) // 2]
+    impl = "plain torch (vqkd_ref + plain_vit)" if vqkd_ref.Beit is None else "timm Beit (vqkd_ref)"
+    print(json.dumps({"bench": "vqkd-train-step", "impl": impl, "model": args.size, "batch": args.batch,
+                      "threads": args.threads, "iters": args.iters, "median_s": median,
+                      "images_per_s": args.batch / median, "torch": torch.__version__}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="bench", required=True)
@@ -67,8 +117,14 @@ def main():
     vf.add_argument("--threads", type=int, default=2)
     vf.add_argument("--warmup", type=int, default=2)
     vf.add_argument("--iters", type=int, default=10)
+    vq = sub.add_parser("vqkd-train-step")
+    vq.add_argument("--size", choices=["tiny", "base"], default="tiny")
+    vq.add_argument("--batch", type=int, default=8)
+    vq.add_argument("--threads", type=int, default=2)
+    vq.add_argument("--warmup", type=int, default=2)
+    vq.add_argument("--iters", type=int, default=10)
     args = ap.parse_args()
-    {"vit-forward": vit_forward}[args.bench](args)
+    {"vit-forward": vit_forward, "vqkd-train-step": vqkd_train_step}[args.bench](args)
 
 
 if __name__ == "__main__":

@@ -174,8 +174,8 @@ ViTConfig test_tiny() {
   return c;
 }
 
-const std::map<std::string, std::function<ViTConfig()>>& registry() {
-  static const std::map<std::string, std::function<ViTConfig()>> r = {
+const PresetTable<ViTConfig>& registry() {
+  static const PresetTable<ViTConfig> r = {
       {"vit_tiny_patch16_224", [] { return vit(192, 12, 3); }},
       {"vit_small_patch16_224", [] { return vit(384, 12, 6); }},
       {"vit_base_patch16_224", [] { return vit(768, 12, 12); }},
@@ -190,22 +190,9 @@ const std::map<std::string, std::function<ViTConfig()>>& registry() {
 
 }  // namespace
 
-ViTConfig vit_preset(const std::string& name) {
-  const auto& r = registry();
-  auto it = r.find(name);
-  if (it == r.end()) {
-    std::string known;
-    for (const auto& [k, _] : r) known += (known.empty() ? "" : ", ") + k;
-    throw std::invalid_argument("unknown model '" + name + "'; known models: " + known);
-  }
-  return it->second();
-}
+ViTConfig vit_preset(const std::string& name) { return lookup_preset(registry(), name, "model"); }
 
-std::vector<std::string> vit_preset_names() {
-  std::vector<std::string> names;
-  for (const auto& [k, _] : registry()) names.push_back(k);
-  return names;
-}
+std::vector<std::string> vit_preset_names() { return preset_names(registry()); }
 
 VisionTransformer create_vit(const std::string& name) { return VisionTransformer(vit_preset(name)); }
 

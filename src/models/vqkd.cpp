@@ -98,8 +98,8 @@ VqkdConfig test_tiny() {
   return c;
 }
 
-const std::map<std::string, std::function<VqkdConfig()>>& vqkd_registry() {
-  static const std::map<std::string, std::function<VqkdConfig()>> r = {
+const PresetTable<VqkdConfig>& vqkd_registry() {
+  static const PresetTable<VqkdConfig> r = {
       {"vqkd_encoder_base_decoder_3x768x12_clip", [] { return official(3, 512); }},
       {"vqkd_encoder_base_decoder_1x768x12_clip", [] { return official(1, 512); }},
       {"vqkd_encoder_base_decoder_1x768x12_dino", [] { return official(1, 768); }},
@@ -110,22 +110,9 @@ const std::map<std::string, std::function<VqkdConfig()>>& vqkd_registry() {
 
 }  // namespace
 
-VqkdConfig vqkd_preset(const std::string& name) {
-  const auto& r = vqkd_registry();
-  auto it = r.find(name);
-  if (it == r.end()) {
-    std::string known;
-    for (const auto& [k, _] : r) known += (known.empty() ? "" : ", ") + k;
-    throw std::invalid_argument("unknown tokenizer '" + name + "'; known tokenizers: " + known);
-  }
-  return it->second();
-}
+VqkdConfig vqkd_preset(const std::string& name) { return lookup_preset(vqkd_registry(), name, "tokenizer"); }
 
-std::vector<std::string> vqkd_preset_names() {
-  std::vector<std::string> names;
-  for (const auto& [k, _] : vqkd_registry()) names.push_back(k);
-  return names;
-}
+std::vector<std::string> vqkd_preset_names() { return preset_names(vqkd_registry()); }
 
 VqkdConfig vqkd_config_from_yaml(YamlMap& m) {
   VqkdConfig c;

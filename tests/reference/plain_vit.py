@@ -98,14 +98,14 @@ class Block(nn.Module):
 class VisionTransformer(nn.Module):
     """Takes beitv2's ViTConfig field names (models/vit_config.h)."""
 
-    def __init__(self, img_size=224, patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+    def __init__(self, img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
                  init_values=0.0, use_abs_pos_emb=True, use_rel_pos_bias=False, use_shared_rel_pos_bias=False,
                  use_mean_pooling=True, num_classes=0, **_):
         super().__init__()
         grid = img_size // patch_size
         self.use_mean_pooling = use_mean_pooling
         self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(3, embed_dim, patch_size, patch_size)
+        self.patch_embed.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, embed_dim)) if use_abs_pos_emb else None
         self.rel_pos_bias = RelPosBias(grid, num_heads) if use_shared_rel_pos_bias else None

@@ -1,13 +1,22 @@
-"""A PyTorch rendering of VQ-KD (SPEC.md §1) for golden fixtures and converter tests (reference env).
+"""A PyTorch rendering of VQ-KD (SPEC.md §1) for golden fixtures, converter tests (reference env) and benchmarks.
 
 Encoder and decoder are timm 1.0.29 `Beit` models (the reference ViT; patch tokens = fc_norm of every patch
 token, as the official `return_patch_tokens=True`); the quantizer is written here from SPEC.md §1.3 in the
 official form (one-hot matmuls, argmin of ||z||²+||e||²−2z·e). State-dict names are the official ones.
 """
+import os
+import sys
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.models.beit import Beit
+
+try:  # the reference env: timm's Beit is the reference ViT
+    from timm.models.beit import Beit
+except ImportError:  # the build env (benchmarks on the C++'s own torch build): the plain rendering, equal to it
+    Beit = None
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import plain_vit
 
 
 def l2norm(t):
@@ -72,6 +81,9 @@ class Quantizer(nn.Module):
 
 
 def beit(img, patch, in_chans, dim, depth, heads):
+    if Beit is None:
+        return plain_vit.VisionTransformer(img_size=img, patch_size=patch, in_chans=in_chans, embed_dim=dim,
+                                           depth=depth, num_heads=heads)
     return Beit(img_size=img, patch_size=patch, in_chans=in_chans, num_classes=0, global_pool="avg",
                 embed_dim=dim, depth=depth, num_heads=heads, qkv_bias=True, mlp_ratio=4.0, init_values=None,
                 use_abs_pos_emb=True, use_rel_pos_bias=False, use_shared_rel_pos_bias=False)
