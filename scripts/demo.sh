@@ -8,6 +8,6 @@ cd "$BEITV2_ROOT"
 out=runs/vqkd_tiny_photos
 rm -rf "$out"
 "$BEITV2_BUILD_DIR/bin/train-vqkd" --config configs/vqkd_tiny_photos.yaml --set train.out_dir=$out "$@"
-"$BEITV2_BUILD_DIR/bin/tokenize-images" --config configs/vqkd_tiny_photos.yaml --weights $out/tokenizer.safetensors \
+"$BEITV2_BUILD_DIR/bin/tokenize-images" --weights $out/tokenizer.safetensors \
   --images /usr/share/doc/opencv-doc/examples/data --out $out/tokens.jsonl
 echo "demo: run directory $out (log.txt, metrics.jsonl, plots/, checkpoints/, tokenizer.safetensors, tokens.jsonl)"

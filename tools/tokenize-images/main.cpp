@@ -3,6 +3,8 @@
 //   build/bin/tokenize-images --tokenizer vqkd_encoder_base_decoder_3x768x12_clip --weights tok.safetensors
 //       --images DIR --out tokens.jsonl
 //
+// The tokenizer's architecture: --config (a YAML model section), --tokenizer (a registered name), or, for a
+// tokenizer.safetensors written by train-vqkd, the config stored in its metadata.
 // Images: a folder (recursive) or --list FILE (one path per line; a second column is ignored). Each image is
 // resized (shorter side to --resize, bicubic) and centre-cropped to the tokenizer's input size.
 // Output by extension: .jsonl (one {"path", "tokens": [...]} per image) or .safetensors ("tokens" (N, L)
@@ -46,21 +48,32 @@ std::vector<std::filesystem::path> read_list(const std::string& file) {
   return out;
 }
 
-int run(const Args& a) {
+int run(const Args& a, bool tokenizer_given) {
   using namespace beitv2;
   torch::set_num_threads(a.threads);
+  SafetensorsFile weights;
+  if (!a.weights.empty()) weights = read_safetensors(a.weights);
+  // Which tokenizer: --config, else --tokenizer, else the config train-vqkd stored in the weights' metadata.
   VqkdConfig cfg;
+  std::string label = a.tokenizer;
+  const auto stored = weights.metadata.find("config");
   if (!a.config.empty()) {
     YAML::Node root = load_yaml_file(a.config);
     YamlMap top(root, a.config, "");
     auto m = top.child("model");
     cfg = vqkd_config_from_yaml(m);
+    label = a.config;
+  } else if (!tokenizer_given && stored != weights.metadata.end() &&
+             weights.metadata["format"] == "beitv2-tokenizer") {
+    YamlMap m(YAML::Load(stored->second), a.weights + " (metadata)", "model");
+    cfg = vqkd_config_from_yaml(m);
+    label = a.weights + " (its stored config)";
   } else {
     cfg = vqkd_preset(a.tokenizer);
   }
   VQKD vq(cfg);
   if (!a.weights.empty()) {
-    load_weights(*vq, a.weights);
+    load_state_dict(*vq, weights.tensors, {}, a.weights);
   } else if (a.random_init) {
     log::warn("--random-init: RANDOM weights, codebook from k-means on the first batch (ids are meaningless)");
   } else {
@@ -72,7 +85,7 @@ int run(const Args& a) {
   const int crop = static_cast<int>(cfg.encoder.img_size);
   const int resize = a.resize > 0 ? a.resize : crop * 256 / 224;
   const int interp = data::parse_interpolation("bicubic");
-  log::info(c10::str(files.size(), " images, tokenizer ", a.config.empty() ? a.tokenizer : a.config, ", resize ",
+  log::info(c10::str(files.size(), " images, tokenizer ", label, ", resize ",
                      resize, " crop ", crop, ", ", a.threads, " threads"));
 
   std::vector<std::string> paths;
@@ -127,7 +140,9 @@ int run(const Args& a) {
 int main(int argc, char** argv) {
   Args a;
   CLI::App app{"beitv2 tokenize-images: VQ-KD token ids for images"};
-  app.add_option("--tokenizer", a.tokenizer, "registered tokenizer")->capture_default_str();
+  auto* tok = app.add_option("--tokenizer", a.tokenizer,
+                             "registered tokenizer (default: the config stored in --weights by train-vqkd, else this)")
+                  ->capture_default_str();
   app.add_option("--config", a.config, "YAML file with a model: section (instead of --tokenizer)");
   app.add_option("--weights", a.weights, "tokenizer .safetensors (official names)");
   app.add_flag("--random-init", a.random_init, "allow random weights (testing the pipeline)");
@@ -144,7 +159,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    return run(a);
+    return run(a, tok->count() > 0);
   } catch (const std::exception& e) {
     std::cerr << "tokenize-images: error: " << e.what() << "\n";
     return 1;
