@@ -199,22 +199,30 @@ VqkdTrainSummary train_vqkd(const VqkdTrainConfig& cfg, const VqkdTrainOptions& 
       }
       const double loss = out.loss.item<double>();
       opt->zero_grad();
-      if (!std::isfinite(loss)) {
+      double gn = 0;
+      bool good = std::isfinite(loss);
+      if (good) {
+        out.loss.backward();
+        gn = clip_grad_norm(trainable, cfg.optim.clip_grad);
+        good = std::isfinite(gn);  // an overflowing gradient would poison the weights: skip it as well
+      }
+      if (!good) {
+        opt->zero_grad();
         ++skipped;
         if (++consecutive_bad >= tc.max_nonfinite) {
-          throw std::runtime_error(c10::str("stopping: ", consecutive_bad, " consecutive non-finite losses at step ",
-                                            step, "; the last good checkpoint in ", ckpt.dir().string(),
-                                            " is intact (resume with --resume auto after fixing the cause)"));
+          throw std::runtime_error(c10::str("stopping: ", consecutive_bad, " consecutive non-finite losses or ",
+                                            "gradients at step ", step, "; the last good checkpoint in ",
+                                            ckpt.dir().string(), " is intact (fix the cause, then --resume auto)"));
         }
-        log::warn(c10::str("step ", step, ": non-finite loss ", loss, ", step skipped (", consecutive_bad, " in a row)"));
+        log::warn(c10::str("step ", step, ": non-finite loss ", loss, " or gradient norm ", gn, ", step skipped (",
+                           consecutive_bad, " in a row)"));
       } else {
         consecutive_bad = 0;
-        out.loss.backward();
-        win_gn += clip_grad_norm(trainable, cfg.optim.clip_grad);
         opt->step();
         win_loss += loss;
         win_rec += out.rec_loss.item<double>();
         win_quant += out.quant_loss.item<double>();
+        win_gn += gn;
         ++win_n;
         if (ran == 0) summary.first_rec_loss = out.rec_loss.item<double>();
       }
@@ -234,7 +242,7 @@ VqkdTrainSummary train_vqkd(const VqkdTrainConfig& cfg, const VqkdTrainOptions& 
         win_loss = win_rec = win_quant = win_gn = 0;
         win_n = 0;
       }
-      if (step % tc.save_every == 0) save();
+      if (step % tc.save_every == 0 && consecutive_bad == 0) save();  // never save inside a bad streak
       if (StopSignal::requested() || (opts.stop_after > 0 && ran >= opts.stop_after)) {
         stop = true;
         return false;

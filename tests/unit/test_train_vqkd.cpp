@@ -108,6 +108,30 @@ TEST(TrainVqkd, ResumeIsBitIdentical) {
   std::filesystem::remove_all(b);
 }
 
+TEST(TrainVqkd, NonFiniteLossesAreSkippedThenStopTheRun) {
+  // A teacher whose final norm is all zeros gives zero targets, so the cosine loss is 0/0 = NaN every step.
+  auto dir = fresh_dir("nan");
+  auto tcfg = vit_preset("vit_test_tiny");
+  VisionTransformer vit(tcfg);
+  {
+    torch::NoGradGuard ng;
+    vit->fc_norm->weight.zero_();
+  }
+  save_weights(*vit, dir / "zero_teacher.safetensors");
+  auto cfg = tiny_config(dir, 20, 1);
+  cfg.teacher.path = (dir / "zero_teacher.safetensors").string();
+  cfg.train.max_nonfinite = 3;
+  try {
+    train_vqkd(cfg);
+    FAIL() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("stopping: 3 consecutive non-finite losses"), std::string::npos) << e.what();
+  }
+  // No checkpoint was written inside the bad streak.
+  EXPECT_FALSE(CheckpointManager(dir / "run", 3).latest().has_value());
+  std::filesystem::remove_all(dir);
+}
+
 TEST(TrainVqkd, FreshRunRefusesAnOldRunDir) {
   auto dir = fresh_dir("refuse");
   auto cfg = tiny_config(dir, 4, 4);
@@ -169,6 +193,31 @@ TEST(TrainVqkdCli, BadConfigsEndWithOneClearLineBeforeTraining) {
   auto r = run_cli("--config " + (dir / "missing.yaml").string());
   EXPECT_EQ(r.rc, 1);
   EXPECT_NE(r.err.find("missing.yaml: cannot open config file"), std::string::npos) << r.err;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(TrainVqkdCli, SigtermFinishesTheStepSavesAndExitsCleanly) {
+  auto dir = fresh_dir("term");
+  std::ofstream(dir / "config.yaml") << tiny_yaml(dir / "run", 100000, /*save_every=*/1000);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string bin = std::string(BEITV2_BIN_DIR) + "/train-vqkd";
+    const std::string cfg = (dir / "config.yaml").string();
+    ::freopen("/dev/null", "w", stdout);
+    ::freopen("/dev/null", "w", stderr);
+    ::execl(bin.c_str(), bin.c_str(), "--config", cfg.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  CheckpointManager ckpt(dir / "run", 3);
+  ASSERT_TRUE(ckpt.latest().has_value()) << "no checkpoint saved on SIGTERM";
+  EXPECT_NE(read_file(dir / "run/log.txt").find("stopped at step"), std::string::npos);
   std::filesystem::remove_all(dir);
 }
 
