@@ -4,7 +4,10 @@ tools/convert_checkpoint.py --to-pth, loaded the way the official tokenizer load
 loss*/teacher*/scaling* keys, load_state_dict strict) into the PyTorch rendering, and must tokenise
 EXPECT.safetensors' `pixels` to its `ids`. Exit 0 on success. Used by the C++ test GoldenVqkdInterop.
 
-  check_vqkd_interop.py WEIGHTS.safetensors EXPECT.safetensors
+  check_vqkd_interop.py WEIGHTS.safetensors EXPECT.safetensors [TARGET_DIM]
+
+The tokenizer is the vqkd_test_tiny geometry (32x32, 8x8 patches, 64 codes of dim 8) with TARGET_DIM-d
+targets (default 16).
 """
 import os
 import subprocess
@@ -20,7 +23,7 @@ import vqkd_ref  # noqa: E402
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-def main(weights, expect):
+def main(weights, expect, target_dim="16"):
     with tempfile.TemporaryDirectory() as tmp:
         pth = os.path.join(tmp, "tokenizer.pth")
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"), "--to-pth", weights, pth],
@@ -28,7 +31,7 @@ def main(weights, expect):
         sd = torch.load(pth, map_location="cpu", weights_only=True)["model"]
     for k in [k for k in sd if k.startswith(("loss", "teacher", "scaling"))]:
         del sd[k]
-    model = vqkd_ref.VQKD()
+    model = vqkd_ref.VQKD(target_dim=int(target_dim))
     model.load_state_dict(sd, strict=True)
     model.eval()
     e = load_file(expect)
@@ -42,4 +45,4 @@ def main(weights, expect):
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(*sys.argv[1:4]))

@@ -62,7 +62,27 @@ TEST(TrainVqkd, ReconstructionLossFallsAndCodesStayInUse) {
   VQKD ok(c);
   load_weights(*ok, s.tokenizer);
   ok->eval();
-  EXPECT_EQ(ok->get_tokens(torch::randint(0, 256, {2, 3, 32, 32}, torch::kUInt8)).sizes(), torch::IntArrayRef({2, 16}));
+  auto images = torch::randint(0, 256, {4, 3, 32, 32}, torch::kUInt8);
+  torch::Tensor ids;
+  {
+    torch::NoGradGuard ng;
+    ids = ok->get_tokens(images);
+  }
+  EXPECT_EQ(ids.sizes(), torch::IntArrayRef({4, 16}));
+  // tokenize-images reads the config stored in the file and tokenises the photos.
+  const std::string cmd = std::string(BEITV2_BIN_DIR) + "/tokenize-images --weights " + s.tokenizer.string() +
+                          " --images /usr/share/doc/opencv-doc/examples/data --out " + (dir / "t.jsonl").string() +
+                          " > /dev/null 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  EXPECT_GT(read_file(dir / "t.jsonl").size(), 1000u);
+  // Converted back to an official .pth, it loads strictly in the PyTorch rendering and gives the same ids.
+  if (const char* py = std::getenv("BEITV2_REF_PYTHON"); py && std::filesystem::exists(py)) {
+    write_safetensors(dir / "expect.safetensors", {{"pixels", images}, {"ids", ids}});
+    const std::string check = std::string(py) + " " +
+                              (test::source_dir() / "tests/reference/check_vqkd_interop.py").string() + " " +
+                              s.tokenizer.string() + " " + (dir / "expect.safetensors").string() + " 32 > /dev/null";
+    EXPECT_EQ(std::system(check.c_str()), 0) << check;
+  }
   std::filesystem::remove_all(dir);
 }
 
