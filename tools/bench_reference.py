@@ -6,6 +6,12 @@ thread count), median seconds per forward over --iters after --warmup, built by
   --impl plain: tests/reference/plain_vit.py in plain torch, run by the build environment, i.e. the very torch
                 build the C++ links (the like-for-like comparison);
   --impl timm:  timm's Beit, run by the reference environment (timm needs torchvision; a newer torch).
+
+data-loader: the torchvision + PIL counterpart of `beitv2-bench data-loader` (reference environment): the same
+files (same extension filter and order), PIL decoding (Image.open(f).convert("RGB")), RandomResizedCrop(size,
+bicubic) -> RandomHorizontalFlip -> PILToTensor (uint8, like beitv2's batches), a DataLoader with the same
+batch size and number of worker processes (persistent, shuffled), timed over the same number of images after
+the same warm-up batches.
 """
 import argparse
 import json
@@ -107,6 +113,65 @@ def vqkd_train_step(args):
                       "images_per_s": args.batch / median, "torch": torch.__version__}))
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def list_images(root, kind):
+    """The files beitv2's ImageDataset::folder / image_folder picks up, in its order."""
+    def scan(d):
+        out = []
+        for dirpath, _, files in os.walk(d, followlinks=True):
+            out += [os.path.join(dirpath, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+        return sorted(out)
+    if kind == "folder":
+        return [(f, -1) for f in scan(root)]
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    return [(f, k) for k, c in enumerate(classes) for f in scan(os.path.join(root, c))]
+
+
+def data_loader(args):
+    from PIL import Image
+    import torchvision
+    import torchvision.transforms as T
+
+    torch.set_num_threads(1)
+    files = list_images(args.images, args.kind)
+    tf = T.Compose([T.RandomResizedCrop(args.size, interpolation=T.InterpolationMode.BICUBIC),
+                    T.RandomHorizontalFlip(), T.PILToTensor()])
+
+    class Files(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(files)
+
+        def __getitem__(self, i):
+            path, label = files[i]
+            with open(path, "rb") as f:
+                img = Image.open(f).convert("RGB")
+            return tf(img), label
+
+    loader = torch.utils.data.DataLoader(Files(), batch_size=args.batch, shuffle=True, num_workers=args.workers,
+                                         drop_last=False, persistent_workers=args.workers > 0,
+                                         generator=torch.Generator().manual_seed(args.seed))
+    batches = timed = 0
+    checksum = 0
+    t0 = None
+    while timed < args.measure:
+        for x, _ in loader:
+            checksum += int(x[0, 0, 0, 0])
+            batches += 1
+            if batches == args.warmup:
+                t0 = time.perf_counter()
+            if batches > args.warmup:
+                timed += x.shape[0]
+            if timed >= args.measure:
+                break
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"bench": "data-loader", "impl": f"torchvision {torchvision.__version__} + PIL "
+                      f"{Image.__version__} DataLoader", "images": args.images, "dataset_size": len(files),
+                      "workers": args.workers, "batch": args.batch, "size": args.size, "timed_images": timed,
+                      "seconds": seconds, "images_per_s": timed / seconds, "torch": torch.__version__}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="bench", required=True)
@@ -123,8 +188,17 @@ def main():
     vq.add_argument("--threads", type=int, default=2)
     vq.add_argument("--warmup", type=int, default=2)
     vq.add_argument("--iters", type=int, default=10)
+    dl = sub.add_parser("data-loader")
+    dl.add_argument("--images", default="/usr/share/doc/opencv-doc/examples/data")
+    dl.add_argument("--kind", choices=["folder", "image_folder"], default="folder")
+    dl.add_argument("--workers", type=int, default=2)
+    dl.add_argument("--batch", type=int, default=32)
+    dl.add_argument("--size", type=int, default=224)
+    dl.add_argument("--warmup", type=int, default=2)
+    dl.add_argument("--measure", type=int, default=1000)
+    dl.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    {"vit-forward": vit_forward, "vqkd-train-step": vqkd_train_step}[args.bench](args)
+    {"vit-forward": vit_forward, "vqkd-train-step": vqkd_train_step, "data-loader": data_loader}[args.bench](args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #include "beitv2/core/config_yaml.h"
 #include "beitv2/core/fs.h"
 #include "beitv2/core/log.h"
+#include "beitv2/data.h"
 #include "beitv2/data/image.h"
 #include "beitv2/io/safetensors.h"
 #include "beitv2/io/state_dict.h"

@@ -2,6 +2,8 @@
 // PyTorch numbers measured in the same run (tools/bench_reference.py). Never used by tests.
 //
 //   build/bin/beitv2-bench vit-forward --model vit_base_patch16_224 --batch 8 --threads 2
+//   build/bin/beitv2-bench data-loader --images /usr/share/doc/opencv-doc/examples/data --workers 2
+//   build/bin/beitv2-bench vqkd-train-step --size base --batch 8 --threads 2
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -10,6 +12,11 @@
 #include <iostream>
 
 #include "beitv2/beitv2.h"
+#include "beitv2/data.h"
+
+namespace beitv2::bench {
+nlohmann::json vqkd_train_step(const std::string& size, int64_t batch, int threads, int warmup, int iters);
+}
 
 namespace {
 
@@ -48,6 +55,56 @@ int vit_forward(const VitForwardArgs& a) {
   return 0;
 }
 
+// data-loader: decoded + augmented images/s of the threaded loader with the tokenizer-training transform
+// (RandomResizedCrop(size, (0.08, 1), bicubic) -> hflip -> uint8 (B, 3, size, size)), over whole epochs of a
+// folder; tools/bench_reference.py data-loader runs the same with torchvision + PIL + DataLoader.
+struct DataLoaderArgs {
+  std::string images = "/usr/share/doc/opencv-doc/examples/data";
+  std::string kind = "folder";  // folder | image_folder | list
+  int workers = 2;
+  int64_t batch = 32;
+  int size = 224;
+  int64_t warmup = 2;      // batches before timing
+  int64_t measure = 1000;  // images timed (whole batches, across epochs)
+  uint64_t seed = 0;
+};
+
+int data_loader(const DataLoaderArgs& a) {
+  torch::set_num_threads(1);
+  auto ds = std::make_shared<const beitv2::data::ImageDataset>(beitv2::data::ImageDataset::open(a.kind, a.images));
+  beitv2::data::TrainTransform t;
+  t.crop.size = a.size;
+  beitv2::data::LoaderOptions o;
+  o.batch_size = a.batch;
+  o.num_workers = a.workers;
+  o.prefetch_batches = 2 * a.workers;  // torch DataLoader's default prefetch_factor 2 per worker
+  o.drop_last = false;
+  o.seed = a.seed;
+  beitv2::data::Loader loader(ds->size(), beitv2::data::train_sample_fn(ds, t), o);
+  int64_t epoch = 0, batches = 0, timed = 0;
+  uint64_t checksum = 0;
+  std::chrono::steady_clock::time_point t0;
+  loader.start_epoch(epoch);
+  while (timed < a.measure) {
+    auto b = loader.next();
+    if (!b) {
+      loader.start_epoch(++epoch);
+      continue;
+    }
+    checksum += static_cast<uint64_t>(b->images[0][0][0][0][0].item<uint8_t>());
+    if (++batches == a.warmup) t0 = std::chrono::steady_clock::now();
+    if (batches > a.warmup) timed += b->size();
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json j = {{"bench", "data-loader"}, {"impl", "beitv2"}, {"images", a.images},
+                      {"dataset_size", ds->size()}, {"workers", a.workers}, {"batch", a.batch},
+                      {"size", a.size}, {"timed_images", timed}, {"seconds", s},
+                      {"images_per_s", static_cast<double>(timed) / s}, {"skipped", loader.skipped_count()},
+                      {"checksum", checksum}};
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -61,9 +118,34 @@ int main(int argc, char** argv) {
   sub->add_option("--threads", vf.threads)->capture_default_str();
   sub->add_option("--warmup", vf.warmup)->capture_default_str();
   sub->add_option("--iters", vf.iters)->capture_default_str();
+  DataLoaderArgs dl;
+  auto* dsub = app.add_subcommand("data-loader", "decoded + augmented images/s of the threaded data loader");
+  dsub->add_option("--images", dl.images, "dataset folder (or list file)")->capture_default_str();
+  dsub->add_option("--kind", dl.kind, "folder | image_folder | list")->capture_default_str();
+  dsub->add_option("--workers", dl.workers)->capture_default_str();
+  dsub->add_option("--batch", dl.batch)->capture_default_str();
+  dsub->add_option("--size", dl.size)->capture_default_str();
+  dsub->add_option("--warmup", dl.warmup, "batches before timing")->capture_default_str();
+  dsub->add_option("--measure", dl.measure, "images to time")->capture_default_str();
+  dsub->add_option("--seed", dl.seed)->capture_default_str();
+  std::string vq_size = "tiny";
+  int64_t vq_batch = 8;
+  int vq_threads = 2, vq_warmup = 2, vq_iters = 10;
+  auto* vsub = app.add_subcommand("vqkd-train-step", "one VQ-KD training step (teacher included) images/s");
+  vsub->add_option("--size", vq_size, "tiny | base")->capture_default_str();
+  vsub->add_option("--batch", vq_batch)->capture_default_str();
+  vsub->add_option("--threads", vq_threads)->capture_default_str();
+  vsub->add_option("--warmup", vq_warmup)->capture_default_str();
+  vsub->add_option("--iters", vq_iters)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
     if (sub->parsed()) return vit_forward(vf);
+    if (dsub->parsed()) return data_loader(dl);
+    if (vsub->parsed()) {
+      std::cout << beitv2::bench::vqkd_train_step(vq_size, vq_batch, vq_threads, vq_warmup, vq_iters).dump()
+                << std::endl;
+      return 0;
+    }
   } catch (const std::exception& e) {
     std::cerr << "beitv2-bench: error: " << e.what() << "\n";
     return 1;
