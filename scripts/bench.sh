@@ -2,15 +2,23 @@
 # Side-by-side speed, same machine, same threads, one run: beitv2 (C++), the plain-PyTorch rendering on the
 # same torch build the C++ links (build env), and timm (reference env, newer torch). Prints each JSON line and
 # the ratios beitv2 / PyTorch (>1 = beitv2 faster).
-#   scripts/bench.sh [--model vit_base_patch16_224] [--batch 8] [--threads 2] [--iters 10]
+#   scripts/bench.sh [vit-forward] [--model vit_base_patch16_224] [--batch 8] [--threads 2] [--iters 10]
+#   scripts/bench.sh vqkd-train-step [--size tiny|base] [--batch 8] [--threads 2] [--iters 10]
+# (the data loader has its own: scripts/bench_data.sh)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$BEITV2_ROOT"
+bench=vit-forward
+if [ $# -gt 0 ] && [[ $1 != --* ]]; then bench=$1; shift; fi
 "$BEITV2_CMAKE" --build "$BEITV2_BUILD_DIR" -j "${BEITV2_JOBS:-2}" --target beitv2-bench > /dev/null
-lines=("$("$BEITV2_BUILD_DIR/bin/beitv2-bench" vit-forward "$@")")
-lines+=("$("$BEITV2_BUILD_PYTHON" tools/bench_reference.py vit-forward --impl plain "$@")")
+lines=("$("$BEITV2_BUILD_DIR/bin/beitv2-bench" "$bench" "$@")")
+plain=(--impl plain)
+[ "$bench" = vit-forward ] || plain=()
+lines+=("$("$BEITV2_BUILD_PYTHON" tools/bench_reference.py "$bench" "${plain[@]}" "$@")")
 if [ -x "$BEITV2_REF_PYTHON" ]; then
-  lines+=("$("$BEITV2_REF_PYTHON" tools/bench_reference.py vit-forward --impl timm "$@")")
+  timm=(--impl timm)
+  [ "$bench" = vit-forward ] || timm=()
+  lines+=("$("$BEITV2_REF_PYTHON" tools/bench_reference.py "$bench" "${timm[@]}" "$@")")
 fi
 printf '%s\n' "${lines[@]}"
 python3 - "${lines[@]}" <<'PY'

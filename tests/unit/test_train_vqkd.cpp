@@ -305,3 +305,45 @@ TEST(Configs, EveryShippedConfigParses) {
 
 }  // namespace
 }  // namespace beitv2
+
+namespace beitv2 {
+namespace {
+
+TEST(Optim, CosineScheduleIsTheOfficialOne) {
+  // utils.cosine_scheduler(base 1.0, final 0.1, epochs 2, niter 5, warmup_epochs 1): warmup = linspace(0, 1, 5)
+  // (endpoint included), then 0.1 + 0.45 (1 + cos(pi i / 5)) for i = 0..4.
+  auto v = cosine_schedule(1.0, 0.1, 10, 5);
+  ASSERT_EQ(v.size(), 10u);
+  const double expect[] = {0.0, 0.25, 0.5, 0.75, 1.0};
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(v[i], expect[i], 1e-12) << i;
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(v[5 + i], 0.1 + 0.45 * (1 + std::cos(M_PI * i / 5)), 1e-12) << i;
+  EXPECT_THROW(cosine_schedule(1.0, 0.1, 4, 5), c10::Error);
+}
+
+TEST(Optim, ParamGroupsFollowTheOfficialDecayRules) {
+  auto c = vqkd_preset("vqkd_test_tiny");
+  VQKD vq(c);
+  auto groups = make_param_groups(*vq, 0.05, vq->no_weight_decay());
+  std::set<std::string> decayed, plain;
+  for (const auto& g : groups) (g.weight_decay > 0 ? decayed : plain).insert(g.names.begin(), g.names.end());
+  EXPECT_TRUE(decayed.count("encoder.blocks.0.attn.qkv.weight"));
+  EXPECT_TRUE(decayed.count("encode_task_layer.0.weight"));
+  for (const char* n : {"encoder.cls_token", "encoder.pos_embed", "decoder.pos_embed", "encoder.blocks.0.attn.q_bias",
+                        "encoder.blocks.0.norm1.weight", "encode_task_layer.0.bias"}) {
+    EXPECT_TRUE(plain.count(n)) << n;
+  }
+  for (const char* n : {"quantize.embedding.weight", "quantize.embedding.cluster_size"}) {  // frozen: not optimised
+    EXPECT_FALSE(plain.count(n) || decayed.count(n)) << n;
+  }
+  // Layer decay (fine-tuning): scale = ld^(num_layers - 1 - id).
+  VisionTransformer vit(vit_preset("beitv2_test_tiny"));
+  auto lg = make_param_groups(*vit, 0.05, vit->no_weight_decay(),
+                              [&](const std::string& n) { return vit->layer_id_for(n); }, 4, 0.5);
+  for (const auto& g : lg) {
+    const int64_t id = vit->layer_id_for(g.names.front());
+    EXPECT_DOUBLE_EQ(g.lr_scale, std::pow(0.5, 3 - id)) << g.names.front();
+  }
+}
+
+}  // namespace
+}  // namespace beitv2
