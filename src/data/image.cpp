@@ -9,17 +9,12 @@
 #include <stdexcept>
 
 #include "beitv2/core/fs.h"
+#include "beitv2/data/dataset.h"
+#include "beitv2/data/transforms.h"
 
 namespace beitv2::data {
 
-cv::Mat decode_rgb(const std::filesystem::path& path) {
-  if (!std::filesystem::is_regular_file(path)) throw IoError(path.string() + ": no such image file");
-  cv::Mat img = cv::imread(path.string(), cv::IMREAD_COLOR);  // BGR, grey expanded, alpha dropped
-  if (img.empty()) throw IoError(path.string() + ": cannot decode image (corrupt or unsupported format)");
-  cv::Mat rgb;
-  cv::cvtColor(img, rgb, cv::COLOR_BGR2RGB);
-  return rgb;
-}
+cv::Mat decode_rgb(const std::filesystem::path& path) { return load_rgb(path); }
 
 int parse_interpolation(const std::string& name) {
   if (name == "bicubic") return cv::INTER_CUBIC;
@@ -31,21 +26,7 @@ int parse_interpolation(const std::string& name) {
 
 cv::Mat resize_center_crop(const cv::Mat& rgb, int size, int crop, int interpolation) {
   TORCH_CHECK(crop <= size, "resize_center_crop: crop ", crop, " larger than resize ", size);
-  const int h = rgb.rows, w = rgb.cols;
-  int nh, nw;
-  if (h <= w) {
-    nh = size;
-    nw = static_cast<int>(static_cast<int64_t>(size) * w / h);
-  } else {
-    nw = size;
-    nh = static_cast<int>(static_cast<int64_t>(size) * h / w);
-  }
-  cv::Mat resized;
-  cv::resize(rgb, resized, cv::Size(nw, nh), 0, 0, interpolation);
-  // torchvision CenterCrop: top = round((h - crop) / 2).
-  const int top = static_cast<int>(std::lround((nh - crop) / 2.0));
-  const int left = static_cast<int>(std::lround((nw - crop) / 2.0));
-  return resized(cv::Rect(left, top, crop, crop)).clone();
+  return center_crop(resize_shorter(rgb, size, interpolation), crop, crop);
 }
 
 torch::Tensor to_uint8_batch(const std::vector<cv::Mat>& images) {
@@ -73,19 +54,9 @@ torch::Tensor normalize_images(const torch::Tensor& uint8_batch, const std::arra
 }
 
 std::vector<std::filesystem::path> list_images(const std::filesystem::path& dir) {
-  if (!std::filesystem::is_directory(dir)) throw IoError(dir.string() + ": no such directory");
-  static const char* kExt[] = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"};
+  const auto ds = ImageDataset::folder(dir);
   std::vector<std::filesystem::path> out;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
-    if (!e.is_regular_file()) continue;
-    std::string ext = e.path().extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
-    if (std::any_of(std::begin(kExt), std::end(kExt), [&](const char* x) { return ext == x; })) {
-      out.push_back(e.path());
-    }
-  }
-  std::sort(out.begin(), out.end());
-  if (out.empty()) throw IoError(dir.string() + ": no image files (jpg, png, bmp, tif, webp) found");
+  for (int64_t i = 0; i < ds.size(); ++i) out.push_back(ds.path(i));
   return out;
 }
 

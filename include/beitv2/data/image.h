@@ -13,15 +13,16 @@
 
 namespace beitv2::data {
 
-/// Decodes an image file to 3-channel uint8 RGB (grey and alpha images converted).
-/// Throws IoError naming the file if it is missing, unreadable or not an image.
+/// Decodes an image file to 3-channel uint8 RGB (grey and alpha images converted) as PIL's convert("RGB"):
+/// data::load_rgb (truncated files rejected, EXIF orientation ignored). Throws IoError (DecodeError) naming
+/// the file if it is missing, unreadable or not an image.
 cv::Mat decode_rgb(const std::filesystem::path& path);
 
 /// Interpolation by name: "bicubic" | "bilinear" | "lanczos" | "nearest" (cv::INTER_*).
 int parse_interpolation(const std::string& name);
 
-/// Resizes so the shorter side is `size` (aspect kept; the longer side rounds down, as torchvision), then
-/// crops the centre `crop` x `crop` (torchvision's Resize(size) + CenterCrop(crop) rounding).
+/// torchvision's Resize(size) + CenterCrop(crop) with PIL's resampling (data::resize_shorter + center_crop,
+/// pixel-exact to the reference).
 cv::Mat resize_center_crop(const cv::Mat& rgb, int size, int crop, int interpolation);
 
 /// HWC uint8 RGB images of equal size -> (B, 3, H, W) uint8 tensor.
@@ -34,8 +35,8 @@ torch::Tensor normalize_images(const torch::Tensor& uint8_batch, const std::arra
 inline constexpr std::array<double, 3> kImagenetMean{0.485, 0.456, 0.406};
 inline constexpr std::array<double, 3> kImagenetStd{0.229, 0.224, 0.225};
 
-/// Image files (jpg, jpeg, png, bmp, tif, tiff, webp; case-insensitive) under `dir`, sorted; recursive.
-/// Throws IoError if `dir` is missing or holds no image.
+/// The image files under `dir`, recursively, sorted (data::ImageDataset::folder). Throws IoError if `dir` is
+/// missing or holds no image.
 std::vector<std::filesystem::path> list_images(const std::filesystem::path& dir);
 
 }  // namespace beitv2::data
