@@ -302,8 +302,11 @@ SampleFn pretrain_sample_fn(std::shared_ptr<const ImageDataset> dataset, TwoView
   };
 }
 
-SampleFn train_sample_fn(std::shared_ptr<const ImageDataset> dataset, TrainTransform transform) {
-  TORCH_CHECK(dataset, "train_sample_fn: no dataset");
+namespace {
+// One augmented view + label: the tokenizer-training and fine-tuning pipelines differ only in the transform.
+template <typename Transform>
+SampleFn one_view_sample_fn(std::shared_ptr<const ImageDataset> dataset, Transform transform, const char* what) {
+  TORCH_CHECK(dataset, what, ": no dataset");
   transform.validate();
   return [ds = std::move(dataset), t = std::move(transform)](int64_t i, Rng& rng) {
     return named(*ds, i, [&] {
@@ -314,18 +317,14 @@ SampleFn train_sample_fn(std::shared_ptr<const ImageDataset> dataset, TrainTrans
     });
   };
 }
+}  // namespace
+
+SampleFn train_sample_fn(std::shared_ptr<const ImageDataset> dataset, TrainTransform transform) {
+  return one_view_sample_fn(std::move(dataset), std::move(transform), "train_sample_fn");
+}
 
 SampleFn finetune_sample_fn(std::shared_ptr<const ImageDataset> dataset, FinetuneTransform transform) {
-  TORCH_CHECK(dataset, "finetune_sample_fn: no dataset");
-  transform.validate();
-  return [ds = std::move(dataset), t = std::move(transform)](int64_t i, Rng& rng) {
-    return named(*ds, i, [&] {
-      Sample s;
-      s.views = {t(ds->load(i), rng)};
-      s.label = ds->label(i);
-      return s;
-    });
-  };
+  return one_view_sample_fn(std::move(dataset), std::move(transform), "finetune_sample_fn");
 }
 
 SampleFn eval_sample_fn(std::shared_ptr<const ImageDataset> dataset, EvalTransform transform) {

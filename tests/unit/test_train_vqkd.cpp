@@ -216,19 +216,25 @@ TEST(TrainVqkdCli, BadConfigsEndWithOneClearLineBeforeTraining) {
   std::filesystem::remove_all(dir);
 }
 
+// Starts `train-vqkd --config CONFIG --resume auto` as a child process (output discarded); returns its pid.
+pid_t spawn_trainer(const std::filesystem::path& config) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const std::string bin = std::string(BEITV2_BIN_DIR) + "/train-vqkd";
+    const std::string cfg = config.string();
+    ::freopen("/dev/null", "w", stdout);
+    ::freopen("/dev/null", "w", stderr);
+    ::execl(bin.c_str(), bin.c_str(), "--config", cfg.c_str(), "--resume", "auto", static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
 TEST(TrainVqkdCli, SigtermFinishesTheStepSavesAndExitsCleanly) {
   auto dir = fresh_dir("term");
   std::ofstream(dir / "config.yaml") << tiny_yaml(dir / "run", 100000, /*save_every=*/1000);
-  const pid_t pid = ::fork();
+  const pid_t pid = spawn_trainer(dir / "config.yaml");
   ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    const std::string bin = std::string(BEITV2_BIN_DIR) + "/train-vqkd";
-    const std::string cfg = (dir / "config.yaml").string();
-    ::freopen("/dev/null", "w", stdout);
-    ::freopen("/dev/null", "w", stderr);
-    ::execl(bin.c_str(), bin.c_str(), "--config", cfg.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   ::kill(pid, SIGTERM);
   int status = 0;
@@ -247,16 +253,8 @@ TEST(TrainVqkdCli, SigkillNeverLeavesABrokenCheckpoint) {
   std::mt19937 rng(7);
   int loaded = 0;
   for (int round = 0; round < 6; ++round) {
-    const pid_t pid = ::fork();
+    const pid_t pid = spawn_trainer(dir / "config.yaml");
     ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      const std::string bin = std::string(BEITV2_BIN_DIR) + "/train-vqkd";
-      const std::string cfg = (dir / "config.yaml").string();
-      ::freopen("/dev/null", "w", stdout);
-      ::freopen("/dev/null", "w", stderr);
-      ::execl(bin.c_str(), bin.c_str(), "--config", cfg.c_str(), "--resume", "auto", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
     // Let it start (model, teacher, first steps) and kill it somewhere inside the save-every-step loop.
     std::this_thread::sleep_for(std::chrono::milliseconds(1500 + rng() % 1500));
     ::kill(pid, SIGKILL);
