@@ -53,7 +53,7 @@ void OptimConfig::read(YamlMap& m) {
 
 void OptimConfig::validate() const {
   if (!(lr > 0)) bad("optim.lr", num(lr), "must be positive");
-  if (min_lr < 0 || min_lr > lr * 1e6) bad("optim.min_lr", num(min_lr), "must be >= 0");
+  if (min_lr < 0) bad("optim.min_lr", num(min_lr), "must be >= 0");
   if (weight_decay < 0) bad("optim.weight_decay", num(weight_decay), "must be >= 0");
   if (!(beta1 >= 0 && beta1 < 1)) bad("optim.beta1", num(beta1), "must be in [0, 1)");
   if (!(beta2 >= 0 && beta2 < 1)) bad("optim.beta2", num(beta2), "must be in [0, 1)");
