@@ -1,7 +1,6 @@
 // Teachers for VQ-KD (SPEC.md §1.2). TorchScript modules come from tools/export_teacher.py.
 #include "beitv2/teacher/teacher.h"
 
-#include <ATen/autocast_mode.h>
 #include <nlohmann/json.hpp>
 #include <torch/script.h>
 #include <torch/torch.h>
@@ -143,12 +142,19 @@ std::unique_ptr<Teacher> make_native_teacher(const ViTConfig& vit, const std::fi
                                              torch::Device device) {
   VisionTransformer model(vit);
   load_weights(*model, weights);
+  return make_native_teacher(std::move(model), weights.string(), device);
+}
+
+std::unique_ptr<Teacher> make_native_teacher(VisionTransformer model, const std::string& weights, torch::Device device,
+                                             bool random_init) {
+  const auto& vit = model->config();
   TeacherInfo info;
-  info.name = "native:" + weights.filename().string();
+  info.name = "native:" + std::filesystem::path(weights).filename().string();
   info.input_size = vit.img_size;
   info.grid = vit.grid_size();
   info.target_dim = vit.embed_dim;
-  info.weights = weights.string();
+  info.weights = weights;
+  info.random_init = random_init;
   return std::make_unique<NativeTeacher>(std::move(model), std::move(info), device);
 }
 

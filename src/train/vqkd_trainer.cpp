@@ -29,15 +29,10 @@ namespace {
 std::unique_ptr<Teacher> make_teacher(const TeacherConfig& t, torch::Device device, int64_t seed) {
   if (t.kind == "torchscript") return load_torchscript_teacher(t.path, device, t.bf16);
   if (!t.path.empty()) return make_native_teacher(t.native_model, t.path, device);
-  // A native teacher with random weights (offline demos): seeded, saved next to the run for reproducibility.
+  // A native teacher with random weights (offline demos), seeded so that a resumed run gets the same one.
   torch::manual_seed(seed + 1000003);
-  VisionTransformer vit(t.native_model);
-  const auto path = std::filesystem::temp_directory_path() / ("beitv2_native_teacher_" + std::to_string(::getpid()) +
-                                                              ".safetensors");
-  save_weights(*vit, path);
-  auto teacher = make_native_teacher(t.native_model, path, device);
-  std::filesystem::remove(path);
-  return teacher;
+  return make_native_teacher(VisionTransformer(t.native_model), "RANDOM (seed " + std::to_string(seed) + ")", device,
+                             /*random_init=*/true);
 }
 
 std::string fixed(double v, int prec) {

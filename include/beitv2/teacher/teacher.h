@@ -14,7 +14,7 @@
 #include <memory>
 #include <string>
 
-#include "beitv2/models/vit_config.h"
+#include "beitv2/models/vit.h"
 
 namespace beitv2 {
 
@@ -54,5 +54,9 @@ std::unique_ptr<Teacher> load_torchscript_teacher(const std::filesystem::path& p
 /// A beitv2 ViT as teacher: `weights` (.safetensors, official names) loaded strictly into VisionTransformer(vit).
 std::unique_ptr<Teacher> make_native_teacher(const ViTConfig& vit, const std::filesystem::path& weights,
                                              torch::Device device = torch::kCPU);
+/// The same from a model already in memory; `weights` only labels where its weights came from, `random_init`
+/// marks a random-weight teacher (offline demos) as TeacherInfo::random_init.
+std::unique_ptr<Teacher> make_native_teacher(VisionTransformer model, const std::string& weights,
+                                             torch::Device device = torch::kCPU, bool random_init = false);
 
 }  // namespace beitv2
