@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <atomic>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -12,6 +15,30 @@ namespace beitv2::test {
 
 inline std::filesystem::path data_dir() { return BEITV2_TEST_DATA_DIR; }
 inline std::filesystem::path source_dir() { return BEITV2_SOURCE_DIR; }
+
+/// A fresh temporary directory, removed with everything in it when the object goes out of scope (also when
+/// a failing ASSERT leaves the test early).
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag) {
+    static std::atomic<int> counter{0};
+    path_ = std::filesystem::temp_directory_path() /
+            ("beitv2_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 /// Seeds torch before every test (the SeedingFixture of PyTorch's C++ tests).
 class Seeded : public ::testing::Test {

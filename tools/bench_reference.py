@@ -15,6 +15,7 @@ the same warm-up batches.
 """
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -90,12 +91,16 @@ def vqkd_train_step(args):
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
-    def step():
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step():  # what beitv2's train_step does: forward, finite check, backward, grad norm, AdamW
         with torch.no_grad():
             targets = teacher.fc_norm(teacher.forward_features((images.float() / 255 - mean) / std)[:, 1:])
         loss = model(images, targets)[0]
+        assert math.isfinite(loss.item())
         opt.zero_grad()
         loss.backward()
+        assert math.isfinite(torch.nn.utils.clip_grad_norm_(params, float("inf")).item())
         opt.step()
 
     for _ in range(args.warmup):

@@ -33,6 +33,17 @@ void add_file(const std::string& file) {
   logger().flush_on(spdlog::level::info);
 }
 
+void remove_file(const std::string& file) {
+  auto& sinks = logger().sinks();
+  for (auto it = sinks.begin(); it != sinks.end(); ++it) {
+    auto f = std::dynamic_pointer_cast<spdlog::sinks::basic_file_sink_mt>(*it);
+    if (f && f->filename() == file) {
+      sinks.erase(it);
+      return;
+    }
+  }
+}
+
 void set_level(const std::string& level) {
   const auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off") {

@@ -141,6 +141,7 @@ void TrainConfig::read(YamlMap& m) {
   m.get("seed", seed);
   m.get("out_dir", out_dir);
   m.get("log_every", log_every);
+  m.get("log_seconds", log_seconds);
   m.get("save_every", save_every);
   m.get("keep_last", keep_last);
   m.get("max_nonfinite", max_nonfinite);
@@ -156,6 +157,7 @@ void TrainConfig::validate() const {
   if (steps == 0 && epochs <= 0) bad("train.epochs", std::to_string(epochs), "must be positive");
   if (out_dir.empty()) bad("train.out_dir", "\"\"", "required");
   if (log_every <= 0) bad("train.log_every", std::to_string(log_every), "must be positive");
+  if (!(log_seconds > 0)) bad("train.log_seconds", num(log_seconds), "must be positive");
   if (save_every <= 0) bad("train.save_every", std::to_string(save_every), "must be positive");
   if (keep_last < 1) bad("train.keep_last", std::to_string(keep_last), "must be >= 1");
   if (max_nonfinite < 1) bad("train.max_nonfinite", std::to_string(max_nonfinite), "must be >= 1");
@@ -167,7 +169,7 @@ void TrainConfig::validate() const {
 std::string TrainConfig::to_yaml() const {
   std::ostringstream os;
   os << (steps > 0 ? "steps: " + std::to_string(steps) : "epochs: " + std::to_string(epochs)) << "\nseed: " << seed
-     << "\nout_dir: " << str(out_dir) << "\nlog_every: " << log_every << "\nsave_every: " << save_every
+     << "\nout_dir: " << str(out_dir) << "\nlog_every: " << log_every << "\nlog_seconds: " << log_seconds << "\nsave_every: " << save_every
      << "\nkeep_last: " << keep_last << "\nmax_nonfinite: " << max_nonfinite << "\ndevice: " << device
      << "\namp: " << amp << "\nthreads: " << threads << "\nplot_images: " << plot_images << "\n";
   return os.str();

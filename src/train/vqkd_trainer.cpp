@@ -1,27 +1,16 @@
-// train-vqkd (SPEC.md §1.4, §2). Reference: microsoft/unilm beit2/engine_for_vqkd.py, run_vqkd_training.py.
-// Divergences: the non-finite-loss policy (skip and count, stop after K in a row, keeping the last good
-// checkpoint; the official script saves and exits on the first one), k-means on rank 0 + broadcast.
+// train-vqkd's own parts (docs/reference.md §1.4, §2). Reference: microsoft/unilm beit2/engine_for_vqkd.py,
+// run_vqkd_training.py. Divergences (docs/divergences.md): the non-finite policy of the shared loop (skip and
+// count; the official script saves and exits on the first NaN), k-means on rank 0 + broadcast.
 #include "beitv2/train/vqkd_trainer.h"
 
 #include <torch/torch.h>
 
-#include <cmath>
-#include <iomanip>
-#include <sstream>
-#include <thread>
-
-#include "beitv2/core/autocast.h"
-#include "beitv2/core/config_yaml.h"
-#include "beitv2/core/fs.h"
 #include "beitv2/core/log.h"
 #include "beitv2/io/state_dict.h"
 #include "beitv2/models/vqkd.h"
 #include "beitv2/teacher/teacher.h"
-#include "beitv2/train/checkpoint.h"
 #include "beitv2/train/optim.h"
 #include "beitv2/train/plots.h"
-#include "beitv2/train/run.h"
-#include "beitv2/version.h"
 
 namespace beitv2 {
 namespace {
@@ -35,260 +24,136 @@ std::unique_ptr<Teacher> make_teacher(const TeacherConfig& t, torch::Device devi
                              /*random_init=*/true);
 }
 
-std::string fixed(double v, int prec) {
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(prec) << v;
-  return os.str();
-}
-
-std::string sci(double v) {
-  std::ostringstream os;
-  os << std::scientific << std::setprecision(2) << v;
-  return os.str();
-}
-
-struct EvalResult {
-  double loss = 0, quant_loss = 0, rec_loss = 0, perplexity = 0;
-  int64_t unused_codes = 0, used_codes = 0, images = 0;
-  torch::Tensor counts, first_images, first_ids;
-};
-
-EvalResult evaluate(VQKD& model, Teacher& teacher, ImageBatches& val, torch::Device device, int64_t keep_images) {
-  EvalResult r;
-  model->eval();
-  model->quantize->reset_usage();  // official: usage counters restart for every evaluation
-  torch::NoGradGuard ng;
-  std::vector<torch::Tensor> ids;
-  val.run_epoch(0, 0, [&](int64_t, const torch::Tensor& images) {
-    auto x = images.to(device);
-    auto out = model->forward(x, teacher.targets(x.to(torch::kFloat32) / 255.0));
-    const auto b = static_cast<double>(x.size(0));
-    r.loss += out.loss.item<double>() * b;
-    r.quant_loss += out.quant_loss.item<double>() * b;
-    r.rec_loss += out.rec_loss.item<double>() * b;
-    r.images += x.size(0);
-    ids.push_back(out.indices.cpu());
-    if (!r.first_images.defined() && keep_images > 0) {
-      r.first_images = images.slice(0, 0, keep_images).cpu();
-      r.first_ids = out.indices.slice(0, 0, keep_images).cpu();
+class VqkdTrainer : public Trainer {
+ public:
+  VqkdTrainer(const VqkdTrainConfig& cfg, std::unique_ptr<BatchSource> train)
+      : cfg_(cfg), device_(cfg.train.device == "cuda" ? torch::kCUDA : torch::kCPU), train_(std::move(train)) {
+    const auto& tc = cfg.train;
+    teacher_ = make_teacher(cfg.teacher, device_, tc.seed);
+    teacher_->check_compatible(cfg.model);
+    const int64_t size = cfg.model.encoder.img_size;
+    if (!train_) train_ = make_view_batches(cfg.data, size, /*train=*/true, tc.seed, cfg.data.batch_size);
+    if (!cfg.data.val.empty()) {
+      const int64_t vb = cfg.data.val_batch_size > 0 ? cfg.data.val_batch_size : cfg.data.batch_size * 3 / 2;
+      val_ = make_view_batches(cfg.data, size, /*train=*/false, tc.seed, vb);
     }
-    return true;
-  });
-  if (r.images > 0) {
-    r.loss /= r.images;
-    r.quant_loss /= r.images;
-    r.rec_loss /= r.images;
-    auto usage = codebook_usage(torch::cat(ids), model->config().n_code);
-    r.counts = usage.counts;
-    r.perplexity = usage.perplexity;
-    r.used_codes = usage.used;
+    torch::manual_seed(tc.seed);
+    model_ = VQKD(cfg.model);
+    model_->to(device_);
+    model_->train();
+    groups_ = make_param_groups(*model_, cfg.optim.weight_decay, model_->no_weight_decay());
+    opt_ = make_adamw(groups_, cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps);
+    if (teacher_->info().random_init) log::warn("the teacher has RANDOM weights: a pipeline check, not a tokenizer");
   }
-  r.unused_codes = model->quantize->unused_codes();
-  model->train();
-  return r;
-}
+
+  torch::nn::Module& model() override { return *model_; }
+  torch::optim::AdamW& optimizer() override { return *opt_; }
+  const std::vector<ParamGroup>& param_groups() const override { return groups_; }
+  BatchSource& batches() override { return *train_; }
+
+  LossOutput forward_loss(const data::Batch& batch) override {
+    auto x = batch.images.at(0).to(device_, /*non_blocking=*/true);
+    auto out = model_->forward(x, teacher_->targets(x.to(torch::kFloat32) / 255.0));
+    return {out.loss, {{"rec_loss", out.rec_loss}, {"quant_loss", out.quant_loss}}};
+  }
+
+  // Official: the usage counters restart every epoch and every evaluation.
+  void start_epoch(int64_t) override { model_->quantize->reset_usage(); }
+
+  nlohmann::json evaluate(int64_t epoch) override {
+    nlohmann::json r = {{"train_unused_codes", model_->quantize->unused_codes()}};
+    if (!val_) return r;
+    model_->eval();
+    model_->quantize->reset_usage();
+    torch::NoGradGuard ng;
+    double loss = 0, quant = 0, rec = 0;
+    int64_t n = 0;
+    std::vector<torch::Tensor> ids;
+    torch::Tensor first_images, first_ids;
+    val_->start_epoch(0, 0);
+    while (auto batch = val_->next()) {
+      const auto& images = batch->images.at(0);
+      auto x = images.to(device_);
+      auto out = model_->forward(x, teacher_->targets(x.to(torch::kFloat32) / 255.0));
+      const auto b = static_cast<double>(x.size(0));
+      loss += out.loss.item<double>() * b;
+      quant += out.quant_loss.item<double>() * b;
+      rec += out.rec_loss.item<double>() * b;
+      n += x.size(0);
+      ids.push_back(out.indices.cpu());
+      if (!first_images.defined() && cfg_.train.plot_images > 0) {
+        first_images = images.slice(0, 0, cfg_.train.plot_images).cpu();
+        first_ids = out.indices.slice(0, 0, cfg_.train.plot_images).cpu();
+      }
+    }
+    model_->train();
+    if (n == 0) return r;
+    const auto usage = codebook_usage(torch::cat(ids), cfg_.model.n_code);
+    r.update({{"val_loss", loss / n}, {"val_quant_loss", quant / n}, {"val_rec_loss", rec / n},
+              {"val_unused_codes", model_->quantize->unused_codes()}, {"val_used_codes", usage.used},
+              {"val_perplexity", usage.perplexity}});
+    const auto plots = std::filesystem::path(cfg_.train.out_dir) / "plots";
+    std::filesystem::create_directories(plots);
+    const std::string e = std::to_string(epoch);
+    plot_codebook_usage(usage.counts, plots / ("codebook_usage_epoch_" + e + ".png"), "epoch " + e + " (val)");
+    if (first_images.defined()) {
+      plot_token_maps(first_images, first_ids, cfg_.model.encoder.grid_size(), plots / ("token_map_epoch_" + e + ".png"));
+    }
+    return r;
+  }
+
+  std::vector<std::filesystem::path> outputs() const override {
+    return {std::filesystem::path(cfg_.train.out_dir) / "tokenizer.safetensors"};
+  }
+
+  std::vector<std::filesystem::path> finish(int64_t step) override {
+    const auto out = outputs();
+    save_weights(*model_, out[0],
+                 {{"format", "beitv2-tokenizer"}, {"config", cfg_.model.to_yaml()}, {"steps", std::to_string(step)}});
+    return out;
+  }
+
+  std::vector<std::pair<std::string, std::string>> describe() const override {
+    return {{"teacher", teacher_->info().to_string()},
+            {"train", c10::str(train_->size(), " images from ", cfg_.data.train)},
+            {"val", val_ ? c10::str(val_->size(), " images from ", cfg_.data.val) : std::string("none")}};
+  }
+
+ private:
+  const VqkdTrainConfig cfg_;
+  torch::Device device_;
+  std::unique_ptr<Teacher> teacher_;
+  std::unique_ptr<BatchSource> train_, val_;
+  VQKD model_{nullptr};
+  std::vector<ParamGroup> groups_;
+  std::unique_ptr<torch::optim::AdamW> opt_;
+};
 
 }  // namespace
 
-VqkdTrainSummary train_vqkd(const VqkdTrainConfig& cfg, const VqkdTrainOptions& opts) {
-  cfg.validate();
-  const auto& tc = cfg.train;
-  const auto device = torch::Device(tc.device == "cuda" ? torch::kCUDA : torch::kCPU);
-  if (device.is_cuda() && !torch::cuda::is_available()) {
-    throw ConfigError("train.device = cuda: no CUDA device is available (this LibTorch: " +
-                      std::string(TORCH_VERSION) + ")");
-  }
-  torch::set_num_threads(tc.threads > 0 ? static_cast<int>(tc.threads)
-                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  const std::filesystem::path out_dir = tc.out_dir;
+std::unique_ptr<Trainer> make_vqkd_trainer(const VqkdTrainConfig& config, std::unique_ptr<BatchSource> train) {
+  config.validate();
+  return std::make_unique<VqkdTrainer>(config, std::move(train));
+}
 
-  // Everything that can fail on bad input fails here, before any training.
-  CheckpointManager ckpt(out_dir, tc.keep_last);
-  std::optional<std::filesystem::path> resume_dir;
-  if (opts.resume == "auto") {
-    resume_dir = ckpt.latest();
-  } else if (!opts.resume.empty()) {
-    resume_dir = opts.resume;
-    if (!std::filesystem::is_directory(*resume_dir)) throw IoError(opts.resume + ": no such checkpoint directory");
-  } else if (ckpt.latest()) {
-    throw ConfigError(out_dir.string() + " already holds checkpoints: pass --resume auto to continue that run, "
-                      "or choose another train.out_dir");
-  }
-  auto teacher = make_teacher(cfg.teacher, device, tc.seed);
-  teacher->check_compatible(cfg.model);
-  const int64_t size = cfg.model.encoder.img_size;
-  auto train_data = make_vqkd_batches(cfg.data, size, /*train=*/true, tc.seed, cfg.data.batch_size);
-  std::unique_ptr<ImageBatches> val_data;
-  if (!cfg.data.val.empty()) {
-    const int64_t vb = cfg.data.val_batch_size > 0 ? cfg.data.val_batch_size : cfg.data.batch_size * 3 / 2;
-    val_data = make_vqkd_batches(cfg.data, size, /*train=*/false, tc.seed, vb);
-  }
-  const int64_t per_epoch = train_data->batches_per_epoch();
-  if (per_epoch <= 0) {
-    throw ConfigError("data.train = " + cfg.data.train + ": " + std::to_string(train_data->size()) +
-                      " images, fewer than one batch of " + std::to_string(cfg.data.batch_size));
-  }
-  const int64_t total = tc.steps > 0 ? tc.steps : tc.epochs * per_epoch;
-  const int64_t warmup = std::min(total, cfg.optim.warmup_steps >= 0 ? cfg.optim.warmup_steps
-                                                                     : cfg.optim.warmup_epochs * per_epoch);
-  const int64_t world = 1;
-  const double lr = cfg.optim.lr * (cfg.optim.scale_lr ? static_cast<double>(cfg.data.batch_size * world) / 128.0 : 1.0);
-  const auto lr_at = cosine_schedule(lr, cfg.optim.min_lr, total, warmup, cfg.optim.warmup_lr);
+RunSpec vqkd_run_spec(const VqkdTrainConfig& config) {
+  return {.name = "train-vqkd", .config_yaml = config.to_yaml(), .optim = &config.optim, .train = &config.train,
+          .global_batch = config.data.batch_size};
+}
 
-  torch::manual_seed(tc.seed);
-  VQKD model(cfg.model);
-  model->to(device);
-  model->train();
-  auto groups = make_param_groups(*model, cfg.optim.weight_decay, model->no_weight_decay());
-  auto opt = make_adamw(groups, lr, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps);
-  std::vector<torch::Tensor> trainable;
-  for (const auto& g : groups) trainable.insert(trainable.end(), g.params.begin(), g.params.end());
-
-  RunDir run(out_dir, cfg.to_yaml());
-  int64_t step = 0, skipped = 0;
-  if (resume_dir) {
-    auto state = ckpt.load(*resume_dir, *model, *opt);
-    step = state.at("step");
-    skipped = state.value("skipped_nonfinite", 0);
-    log::info(c10::str("resumed from ", resume_dir->string(), " at step ", step));
-  }
-
-  // Start-up table.
-  std::ostringstream table;
-  table << "\n  beitv2 " << kVersion << ", LibTorch " << TORCH_VERSION << ", device " << device << ", "
-        << torch::get_num_threads() << " threads\n  teacher   " << teacher->info().to_string() << "\n  train     "
-        << train_data->size() << " images from " << cfg.data.train << ", " << per_epoch << " steps/epoch\n  val       "
-        << (val_data ? std::to_string(val_data->size()) + " images from " + cfg.data.val : std::string("none"))
-        << "\n  schedule  " << total << " steps, warmup " << warmup << ", peak lr " << sci(lr) << " (base "
-        << sci(cfg.optim.lr) << (cfg.optim.scale_lr ? " x batch/128" : "") << "), min lr " << sci(cfg.optim.min_lr)
-        << "\n  run dir   " << out_dir.string() << "\n  config:\n";
-  std::istringstream yaml(cfg.to_yaml());
-  for (std::string line; std::getline(yaml, line);) table << "    " << line << "\n";
-  log::info(table.str());
-  if (teacher->info().random_init) log::warn("the teacher has RANDOM weights: a pipeline check, not a tokenizer");
-
-  StopSignal::install();
-  VqkdTrainSummary summary;
-  Throughput meter;
-  meter.start(step);
-  int64_t consecutive_bad = 0, ran = 0;
-  double win_loss = 0, win_rec = 0, win_quant = 0, win_gn = 0;
-  int64_t win_n = 0;
-  bool stop = false;
-  auto save = [&]() {
-    ckpt.save(step, *model, *opt, {{"step", step}, {"skipped_nonfinite", skipped}});
-  };
-
-  while (step < total && !stop) {
-    const int64_t epoch = step / per_epoch;
-    const int64_t first = step % per_epoch;
-    if (first == 0) model->quantize->reset_usage();  // official: usage counters restart every epoch
-    train_data->run_epoch(epoch, first, [&](int64_t, const torch::Tensor& images) {
-      auto x = images.to(device, /*non_blocking=*/true);
-      auto targets = teacher->targets(x.to(torch::kFloat32) / 255.0);
-      apply_lr(*opt, groups, lr_at[step], cfg.optim.weight_decay);
-      VqkdOutput out;
-      {
-        AutocastScope amp(tc.amp == "bf16" && device.is_cuda(), /*cuda=*/true);
-        out = model->forward(x, targets);
-      }
-      const double loss = out.loss.item<double>();
-      opt->zero_grad();
-      double gn = 0;
-      bool good = std::isfinite(loss);
-      if (good) {
-        out.loss.backward();
-        gn = clip_grad_norm(trainable, cfg.optim.clip_grad);
-        good = std::isfinite(gn);  // an overflowing gradient would poison the weights: skip it as well
-      }
-      if (!good) {
-        opt->zero_grad();
-        ++skipped;
-        if (++consecutive_bad >= tc.max_nonfinite) {
-          throw std::runtime_error(c10::str("stopping: ", consecutive_bad, " consecutive non-finite losses or ",
-                                            "gradients at step ", step, "; the last good checkpoint in ",
-                                            ckpt.dir().string(), " is intact (fix the cause, then --resume auto)"));
-        }
-        log::warn(c10::str("step ", step, ": non-finite loss ", loss, " or gradient norm ", gn, ", step skipped (",
-                           consecutive_bad, " in a row)"));
-      } else {
-        consecutive_bad = 0;
-        opt->step();
-        win_loss += loss;
-        win_rec += out.rec_loss.item<double>();
-        win_quant += out.quant_loss.item<double>();
-        win_gn += gn;
-        ++win_n;
-        if (ran == 0) summary.first_rec_loss = out.rec_loss.item<double>();
-      }
-      ++step;
-      ++ran;
-      if (step % tc.log_every == 0 || step == total) {
-        const double n = std::max<int64_t>(1, win_n);
-        const double ips = meter.images_per_s(step, x.size(0));
-        log::info(c10::str("step ", step, "/", total, " ep ", epoch, " loss ", fixed(win_loss / n, 4), " rec ",
-                           fixed(win_rec / n, 4), " quant ", fixed(win_quant / n, 4), " lr ", sci(lr_at[step - 1]),
-                           " gn ", fixed(win_gn / n, 3), " | ", fixed(ips, 1), " img/s ETA ", meter.eta(step, total)));
-        run.metrics({{"step", step}, {"epoch", epoch}, {"loss", win_loss / n}, {"rec_loss", win_rec / n},
-                     {"quant_loss", win_quant / n}, {"lr", lr_at[step - 1]}, {"min_lr", cfg.optim.min_lr},
-                     {"weight_decay", cfg.optim.weight_decay}, {"grad_norm", win_gn / n}, {"images_per_s", ips},
-                     {"skipped_nonfinite", skipped}});
-        summary.last_rec_loss = win_rec / n;
-        win_loss = win_rec = win_quant = win_gn = 0;
-        win_n = 0;
-      }
-      if (step % tc.save_every == 0 && consecutive_bad == 0) save();  // never save inside a bad streak
-      if (StopSignal::requested() || (opts.stop_after > 0 && ran >= opts.stop_after)) {
-        stop = true;
-        return false;
-      }
-      return step < total;
-    });
-    if (stop) break;
-    if (step % per_epoch == 0 || step == total) {  // epoch end
-      const int64_t done_epoch = (step - 1) / per_epoch;
-      const int64_t train_unused = model->quantize->unused_codes();
-      nlohmann::json rec = {{"epoch", done_epoch}, {"step", step}, {"train_unused_codes", train_unused}};
-      if (val_data) {
-        auto ev = evaluate(model, *teacher, *val_data, device, tc.plot_images);
-        rec.update({{"val_loss", ev.loss}, {"val_quant_loss", ev.quant_loss}, {"val_rec_loss", ev.rec_loss},
-                    {"val_unused_codes", ev.unused_codes}, {"val_used_codes", ev.used_codes},
-                    {"val_perplexity", ev.perplexity}});
-        log::info(c10::str("epoch ", done_epoch, " val: loss ", fixed(ev.loss, 4), " rec ", fixed(ev.rec_loss, 4),
-                           " quant ", fixed(ev.quant_loss, 4), ", codes used ", ev.used_codes, "/",
-                           cfg.model.n_code, ", unused ", ev.unused_codes, ", perplexity ", fixed(ev.perplexity, 1)));
-        summary.val_rec_loss = ev.rec_loss;
-        summary.val_unused_codes = ev.unused_codes;
-        const auto plots = out_dir / "plots";
-        std::filesystem::create_directories(plots);
-        if (ev.counts.defined()) {
-          plot_codebook_usage(ev.counts, plots / ("codebook_usage_epoch_" + std::to_string(done_epoch) + ".png"),
-                              "epoch " + std::to_string(done_epoch) + " (val)");
-        }
-        if (ev.first_images.defined()) {
-          plot_token_maps(ev.first_images, ev.first_ids, cfg.model.encoder.grid_size(),
-                          plots / ("token_map_epoch_" + std::to_string(done_epoch) + ".png"));
-        }
-      } else {
-        log::info(c10::str("epoch ", done_epoch, ": train unused codes ", train_unused, "/", cfg.model.n_code));
-      }
-      run.metrics(rec);
-      if (step % tc.save_every != 0) save();
-    }
-  }
-  if (stop && step % tc.save_every != 0) save();
-  summary.steps = step;
-  summary.skipped_nonfinite = skipped;
-  summary.finished = step >= total;
-  if (summary.finished) {
-    summary.tokenizer = out_dir / "tokenizer.safetensors";
-    save_weights(*model, summary.tokenizer,
-                 {{"format", "beitv2-tokenizer"}, {"config", cfg.model.to_yaml()}, {"steps", std::to_string(step)}});
-    log::info("wrote " + summary.tokenizer.string());
-  } else {
-    log::info(c10::str("stopped at step ", step, "/", total, "; resume with --resume auto"));
-  }
-  return summary;
+VqkdTrainSummary train_vqkd(const VqkdTrainConfig& config, const VqkdTrainOptions& options) {
+  config.validate();
+  const auto r = run_training(vqkd_run_spec(config), [&] { return make_vqkd_trainer(config); }, options);
+  VqkdTrainSummary s;
+  s.steps = r.steps;
+  s.skipped_nonfinite = r.skipped_nonfinite;
+  s.finished = r.finished;
+  s.first_rec_loss = r.first_window.value("rec_loss", 0.0);
+  s.last_rec_loss = r.last_window.value("rec_loss", 0.0);
+  s.val_rec_loss = r.last_eval.value("val_rec_loss", -1.0);
+  s.val_unused_codes = r.last_eval.value("val_unused_codes", int64_t{-1});
+  if (r.finished) s.tokenizer = r.outputs.at(0);
+  return s;
 }
 
 }  // namespace beitv2

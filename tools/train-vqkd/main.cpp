@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   app.add_option("--set", overrides, "override key.path=value (repeatable)");
   app.add_option("--resume", opts.resume, "auto (latest checkpoint of train.out_dir) or a checkpoint directory");
   app.add_option("--stop-after", opts.stop_after, "stop after this many steps in this run (a checkpoint is saved)");
+  app.add_flag("--force-resume", opts.force_resume, "resume even though the model, data or seed changed");
   CLI11_PARSE(app, argc, argv);
   try {
     auto cfg = beitv2::VqkdTrainConfig::load(config, overrides);

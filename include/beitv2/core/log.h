@@ -17,6 +17,8 @@ void error(std::string_view message);
 
 /// Also writes every message to `file` (appending), e.g. a run directory's log.txt.
 void add_file(const std::string& file);
+/// Stops writing to `file` (added by add_file).
+void remove_file(const std::string& file);
 
 /// Sets the level by name: trace, debug, info, warn, error, off. Throws std::invalid_argument otherwise.
 void set_level(const std::string& level);

@@ -1,5 +1,5 @@
 #pragma once
-// Crash-safe checkpoints in a run directory (DESIGN.md "Run directory"):
+// Crash-safe, verified checkpoints in a run directory (docs/architecture.md "Run directory"):
 //
 //   <run>/checkpoints/step_<N>/{model.safetensors, optimizer.pt, rng.safetensors, trainer.json}
 //   <run>/checkpoints/latest            text file naming the newest complete step directory
@@ -7,8 +7,10 @@
 // A checkpoint is written into a hidden temporary directory, every file fsynced, the directory renamed to
 // step_<N> and fsynced, and only then is `latest` replaced atomically. A process killed at any point leaves
 // `latest` naming a complete checkpoint (or no `latest` at all before the first save). Older step directories
-// beyond keep_last are removed after `latest` moves. trainer.json carries a format tag and version; a
-// checkpoint of another format or version is rejected with an explanation.
+// beyond keep_last are removed after `latest` moves. trainer.json is the manifest: format tag and version, the
+// step, the trainer's state, the run's config and the size and CRC-32 of every other file; a checkpoint whose
+// files do not match their manifest is damaged and never loaded. Every write error is an IoError naming the
+// file (the optimizer is serialised in memory first, so a full disk cannot abort the process).
 
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
@@ -17,28 +19,48 @@
 
 #include <filesystem>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace beitv2 {
 
 inline constexpr const char* kCheckpointFormat = "beitv2-checkpoint";
-inline constexpr int kCheckpointVersion = 1;
+inline constexpr int kCheckpointVersion = 2;  // 2: manifest with per-file CRC-32 and the config
+
+/// A checkpoint that cannot be used: missing or damaged files, another format or version.
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 class CheckpointManager {
  public:
   /// `run_dir`/checkpoints is created if needed; leftover temporary directories are removed.
   CheckpointManager(std::filesystem::path run_dir, int64_t keep_last);
 
-  /// Saves model (all parameters and buffers), optimizer, the CPU (and CUDA) RNG states and `state` (the
-  /// trainer's own counters, stored in trainer.json under "state") as step_<step>.
+  /// Saves model (all parameters and buffers), optimizer, the CPU (and CUDA) RNG states, `state` (the
+  /// trainer's own counters, stored in trainer.json under "state") and `config` (the run's resolved YAML) as
+  /// step_<step>. Refuses (IoError) a model holding a non-finite floating-point value, naming the tensor.
   std::filesystem::path save(int64_t step, const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                             const nlohmann::json& state);
+                             const nlohmann::json& state, const std::string& config = "");
 
-  /// The directory `latest` names, if any.
+  /// The directory `latest` names, if any (it may be damaged: see verify()).
   std::optional<std::filesystem::path> latest() const;
 
-  /// Restores model, optimizer and RNG states from `dir`; returns the trainer state saved with them.
-  /// Throws std::runtime_error naming the directory on a missing file, wrong format or version.
+  /// Every step_<N> directory holding a trainer.json, newest first; the one `latest` names comes first.
+  std::vector<std::filesystem::path> candidates() const;
+
+  /// Checks `dir`'s manifest (format, version, plausible step) and every file's size and CRC-32; returns the
+  /// manifest. Throws CheckpointError naming the directory and the first problem.
+  nlohmann::json verify(const std::filesystem::path& dir) const;
+
+  /// The newest checkpoint that verifies (warning about each damaged one skipped), or nullopt when there is
+  /// none at all. Throws CheckpointError when checkpoints exist but none verifies.
+  std::optional<std::filesystem::path> newest_verified() const;
+
+  /// Verifies, then restores model, optimizer and RNG states from `dir`; returns the manifest (its "state" is
+  /// the trainer state saved with it, "config" the run's config). Throws CheckpointError.
   nlohmann::json load(const std::filesystem::path& dir, torch::nn::Module& model, torch::optim::Optimizer& optimizer);
 
   const std::filesystem::path& dir() const { return dir_; }

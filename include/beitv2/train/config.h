@@ -60,7 +60,8 @@ struct TrainConfig {
   int64_t steps = 0;             ///< > 0: total optimizer steps (overrides epochs)
   int64_t seed = 0;
   std::string out_dir = "runs/train";
-  int64_t log_every = 10;        ///< steps between progress lines / metrics records
+  int64_t log_every = 10;        ///< steps between progress lines / metrics records (at most)
+  double log_seconds = 30;       ///< ... or seconds, whichever comes first (and always after the first step)
   int64_t save_every = 500;      ///< steps between checkpoints (and one at every epoch end and at the end)
   int64_t keep_last = 3;         ///< checkpoints kept
   int64_t max_nonfinite = 5;     ///< consecutive non-finite losses that stop the run

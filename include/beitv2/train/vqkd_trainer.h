@@ -1,46 +1,18 @@
 #pragma once
-// train-vqkd: the VQ-KD tokenizer trainer (SPEC.md §1–§2; official beit2/engine_for_vqkd.py and
-// run_vqkd_training.py at 768a3c8). Teacher targets -> VQKD loss -> AdamW step, per-step cosine lr, per-epoch
-// evaluation (rec/commitment loss, unused codes, perplexity), usage statistics reset every epoch, crash-safe
-// checkpoints, bit-exact resume on CPU, and `tokenizer.safetensors` (official names) at the end.
-
-#include <torch/types.h>
+// train-vqkd: the VQ-KD tokenizer trainer (docs/reference.md §1–§2; official beit2/engine_for_vqkd.py and
+// run_vqkd_training.py at 768a3c8) on the shared loop (train/loop.h). Its own parts: teacher targets -> VQKD
+// loss, per-epoch evaluation (rec/commitment loss, unused codes, perplexity, plots), usage statistics reset
+// every epoch, and `tokenizer.safetensors` (official names, its config in the metadata) at the end.
 
 #include <filesystem>
-#include <functional>
 #include <memory>
-#include <string>
 
 #include "beitv2/train/config.h"
+#include "beitv2/train/loop.h"
 
 namespace beitv2 {
 
-/// A deterministic source of uint8 image batches: batch k of epoch e is always the same images with the
-/// same augmentation, whatever the number of workers or where a run resumed.
-class ImageBatches {
- public:
-  virtual ~ImageBatches() = default;
-  /// Images in the dataset (after decode-error filtering is known only per batch).
-  virtual int64_t size() const = 0;
-  virtual int64_t batches_per_epoch() const = 0;
-  /// Feeds batches first..end of `epoch` to `consume(k, images (B, 3, S, S) uint8)`; stops early when it
-  /// returns false.
-  virtual void run_epoch(int64_t epoch, int64_t first,
-                         const std::function<bool(int64_t, const torch::Tensor&)>& consume) = 0;
-};
-
-/// The training view (RandomResizedCrop(size, (min_scale, 1), bicubic) + flip) or, with `train` false, the
-/// evaluation view (resize size*256/224 + centre crop) of data.train / data.val.
-std::unique_ptr<ImageBatches> make_vqkd_batches(const DataConfig& data, int64_t size, bool train, int64_t seed,
-                                                int64_t batch_size, int64_t rank = 0, int64_t world = 1);
-
-struct VqkdTrainOptions {
-  /// "" = fresh run (refused if out_dir already holds checkpoints), "auto" = resume from the latest checkpoint
-  /// if there is one, else a path to a checkpoint directory.
-  std::string resume;
-  /// Stop (saving a checkpoint) after this many steps in this invocation; 0 = run to the end.
-  int64_t stop_after = 0;
-};
+using VqkdTrainOptions = LoopOptions;
 
 struct VqkdTrainSummary {
   int64_t steps = 0;              ///< global step reached
@@ -52,6 +24,13 @@ struct VqkdTrainSummary {
   bool finished = false;          ///< reached the configured end (else stopped by a signal or stop_after)
   std::filesystem::path tokenizer;  ///< tokenizer.safetensors when finished
 };
+
+/// The trainer itself (for the loop and the benchmark). Builds teacher, data and model; throws on bad input.
+/// `train` replaces the batches of data.train (the benchmark feeds a fixed batch).
+std::unique_ptr<Trainer> make_vqkd_trainer(const VqkdTrainConfig& config, std::unique_ptr<BatchSource> train = nullptr);
+
+/// The loop's description of a train-vqkd run.
+RunSpec vqkd_run_spec(const VqkdTrainConfig& config);
 
 /// Runs or resumes a training. Throws ConfigError / IoError / std::runtime_error with one clear line.
 VqkdTrainSummary train_vqkd(const VqkdTrainConfig& config, const VqkdTrainOptions& options = {});

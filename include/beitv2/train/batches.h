@@ -1,0 +1,37 @@
+#pragma once
+// Where a trainer's batches come from: a BatchSource over the threaded data::Loader, and the two single-view
+// sources every image trainer starts from (data.train's training view, data.val's evaluation view).
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+
+#include "beitv2/data/loader.h"
+#include "beitv2/train/config.h"
+
+namespace beitv2 {
+
+/// A source of batches whose content depends only on (seed, epoch, batch index): batch k of epoch e is the
+/// same images with the same augmentation whatever the number of workers or where a run resumed.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  /// Images in the dataset (for the start-up table).
+  virtual int64_t size() const = 0;
+  virtual int64_t batches_per_epoch() const = 0;
+  /// Starts `epoch` at batch `first`.
+  virtual void start_epoch(int64_t epoch, int64_t first) = 0;
+  /// The epoch's next batch, nullopt after its last.
+  virtual std::optional<data::Batch> next() = 0;
+};
+
+/// A BatchSource over a data::Loader (the first `count` samples of a dataset made by `fn`).
+std::unique_ptr<BatchSource> make_batch_source(int64_t count, data::SampleFn fn, data::LoaderOptions options);
+
+/// One view of `data.train` (train = true: RandomResizedCrop(size, (min_crop_scale, 1), bicubic) + flip,
+/// shuffled, drop_last, data.limit applied) or of `data.val` (train = false: resize size*256/224 + centre
+/// crop, in order, every image). A missing or empty folder is a ConfigError naming the key.
+std::unique_ptr<BatchSource> make_view_batches(const DataConfig& data, int64_t size, bool train, int64_t seed,
+                                               int64_t batch_size, int64_t rank = 0, int64_t world = 1);
+
+}  // namespace beitv2
