@@ -189,4 +189,15 @@ void apply_yaml_override(YAML::Node& root, const std::string& assignment) {
   chain.back()[keys.back()] = value;
 }
 
+void config_fail(const std::string& key, const std::string& value, const std::string& why) {
+  throw ConfigError(key + " = " + value + ": " + why);
+}
+
+std::string indent(const std::string& text, int spaces) {
+  std::istringstream in(text);
+  std::string out;
+  for (std::string line; std::getline(in, line);) out += std::string(static_cast<size_t>(spaces), ' ') + line + "\n";
+  return out;
+}
+
 }  // namespace beitv2

@@ -24,9 +24,13 @@ void VqkdConfig::derive() {
 }
 
 void VqkdConfig::validate() const {
-  auto bad = [](const std::string& f, const std::string& v, const std::string& why) {
-    throw ConfigError("model." + f + " = " + v + ": " + why);
-  };
+  auto bad = [](const std::string& f, const std::string& v, const std::string& why) { config_fail("model." + f, v, why); };
+  // The tokenizer's own fields first: a bad code_dim must be reported as such, not as the decoder's in_chans.
+  if (n_code <= 0) bad("n_code", std::to_string(n_code), "must be positive");
+  if (code_dim <= 0) bad("code_dim", std::to_string(code_dim), "must be positive");
+  if (target_dim <= 0) bad("target_dim", std::to_string(target_dim), "must be positive");
+  if (!(decay >= 0 && decay < 1)) bad("decay", std::to_string(decay), "must be in [0, 1)");
+  if (dead_code_restart_steps < 0) bad("dead_code_restart_steps", std::to_string(dead_code_restart_steps), ">= 0");
   try {
     encoder.validate();
   } catch (const ConfigError& e) {
@@ -37,11 +41,6 @@ void VqkdConfig::validate() const {
   } catch (const ConfigError& e) {
     throw ConfigError(std::string("decoder: ") + e.what());
   }
-  if (n_code <= 0) bad("n_code", std::to_string(n_code), "must be positive");
-  if (code_dim <= 0) bad("code_dim", std::to_string(code_dim), "must be positive");
-  if (target_dim <= 0) bad("target_dim", std::to_string(target_dim), "must be positive");
-  if (!(decay >= 0 && decay < 1)) bad("decay", std::to_string(decay), "must be in [0, 1)");
-  if (dead_code_restart_steps < 0) bad("dead_code_restart_steps", std::to_string(dead_code_restart_steps), ">= 0");
   if (!encoder.use_mean_pooling || !decoder.use_mean_pooling) {
     bad("encoder/decoder.use_mean_pooling", "false", "VQ-KD reads fc_norm patch tokens: must be true");
   }
@@ -56,21 +55,7 @@ void VqkdConfig::validate() const {
   }
 }
 
-std::string VqkdConfig::to_yaml() const {
-  std::ostringstream os;
-  auto indent = [&os](const std::string& body) {
-    std::istringstream in(body);
-    for (std::string line; std::getline(in, line);) os << "  " << line << "\n";
-  };
-  os << "encoder:\n";
-  indent(encoder.to_yaml());
-  os << "decoder:\n";
-  indent(decoder.to_yaml());
-  os << "n_code: " << n_code << "\ncode_dim: " << code_dim << "\ntarget_dim: " << target_dim << "\ndecay: " << decay
-     << "\nbeta: " << beta << "\nkmeans_init: " << (kmeans_init ? "true" : "false")
-     << "\ndead_code_restart_steps: " << dead_code_restart_steps << "\n";
-  return os.str();
-}
+std::string VqkdConfig::to_yaml() const { return beitv2::to_yaml(*this); }
 
 namespace {
 
@@ -125,21 +110,8 @@ VqkdConfig vqkd_config_from_yaml(YamlMap& m) {
       m.fail("preset", e.what());
     }
   }
-  // A tower section overrides fields of the tower the preset gave (or names its own preset).
-  auto tower = [&m](const char* key, ViTConfig& out) {
-    if (!m.has(key)) return;
-    auto sub = m.child(key);
-    out = vit_config_from_yaml(sub, out);
-  };
-  tower("encoder", c.encoder);
-  tower("decoder", c.decoder);
-  m.get("n_code", c.n_code);
-  m.get("code_dim", c.code_dim);
-  m.get("target_dim", c.target_dim);
-  m.get("decay", c.decay);
-  m.get("beta", c.beta);
-  m.get("kmeans_init", c.kmeans_init);
-  m.get("dead_code_restart_steps", c.dead_code_restart_steps);
+  YamlFieldReader read(m);  // a tower section overrides the preset's tower (or names its own preset)
+  c.visit(read);
   m.finish();
   c.derive();
   try {
@@ -149,6 +121,8 @@ VqkdConfig vqkd_config_from_yaml(YamlMap& m) {
   }
   return c;
 }
+
+void read_yaml(YamlMap& m, VqkdConfig& c) { c = vqkd_config_from_yaml(m); }
 
 // ---- model ----
 

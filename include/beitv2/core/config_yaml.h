@@ -8,9 +8,13 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "beitv2/core/config_fields.h"
+
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace beitv2 {
@@ -62,5 +66,131 @@ YAML::Node load_yaml_file(const std::string& file);
 /// Applies "a.b.c=value" overrides (as given to --set) to a YAML tree, creating keys as needed.
 /// The value is parsed as YAML (so "1e-3", "true", "[1,2]" keep their types).
 void apply_yaml_override(YAML::Node& root, const std::string& assignment);
+
+/// Throws ConfigError("key = value: why"), the one shape of a bad-value message.
+[[noreturn]] void config_fail(const std::string& key, const std::string& value, const std::string& why);
+
+/// Every line of `text` prefixed with `spaces` spaces.
+std::string indent(const std::string& text, int spaces = 2);
+
+// ---- Config fields named once ----
+//
+// A config struct lists its fields in one member template, in the order they are printed:
+//
+//   template <class V> void visit(V& v) {
+//     v("lr", lr);                       // a scalar, a string, a list, a nested config or an EnumField
+//     v("steps", steps, steps > 0);      // the bool: whether to_yaml writes it (reading always accepts it)
+//   }
+//
+// and the three visitors below read it from YAML (strictly), write it as YAML and print it as a table.
+
+class YamlFieldReader {
+ public:
+  explicit YamlFieldReader(YamlMap& m) : m_(m) {}
+  template <class T>
+  void operator()(const char* key, T& field, bool = true) {
+    if constexpr (requires { m_.get(key, field); }) {
+      m_.get(key, field);
+    } else {
+      if (!m_.has(key)) return;
+      auto sub = m_.child(key);
+      read_yaml(sub, field);  // found by argument-dependent lookup
+    }
+  }
+  template <class E>
+  void operator()(const char* key, EnumField<E> field, bool = true) {
+    if (!m_.has(key)) return;
+    std::string s;
+    m_.get(key, s);
+    try {
+      field.value = field.parse(s);
+    } catch (const std::invalid_argument& e) {
+      m_.fail(key, e.what());
+    }
+  }
+
+ private:
+  YamlMap& m_;
+};
+
+class YamlFieldWriter {
+ public:
+  template <class T>
+  void operator()(const char* key, const T& field, bool emit = true) {
+    if (!emit) return;
+    if constexpr (requires { config_text(field); }) {
+      out += std::string(key) + ": " + config_text(field) + "\n";
+    } else {
+      out += std::string(key) + ":\n" + indent(to_yaml(field));
+    }
+  }
+  template <class E>
+  void operator()(const char* key, EnumField<E> field, bool emit = true) {
+    if (emit) out += std::string(key) + ": " + to_string(field.value) + "\n";
+  }
+  std::string out;
+};
+
+class FieldTablePrinter {
+ public:
+  explicit FieldTablePrinter(std::string prefix = "") : prefix_(std::move(prefix)) {}
+  template <class T>
+  void operator()(const char* key, const T& field, bool emit = true) {
+    if (!emit) return;
+    if constexpr (requires { config_text(field); }) {
+      line(key, config_text(field));
+    } else {
+      FieldTablePrinter sub(prefix_ + key + ".");
+      T copy = field;  // visit() is non-const (the reader needs references); printing reads a copy
+      copy.visit(sub);
+      out += sub.out;
+    }
+  }
+  template <class E>
+  void operator()(const char* key, EnumField<E> field, bool emit = true) {
+    if (emit) line(key, to_string(field.value));
+  }
+  std::string out;
+
+ private:
+  void line(const char* key, const std::string& value) {
+    std::string k = prefix_ + key;
+    if (k.size() < 30) k.resize(30, ' ');
+    out += "  " + k + " " + value + "\n";
+  }
+  std::string prefix_;
+};
+
+/// The fields of `config`, strictly (unknown keys are errors): what a section without presets does.
+template <class T>
+void read_fields(YamlMap& m, T& config) {
+  YamlFieldReader r(m);
+  config.visit(r);
+  m.finish();
+}
+
+/// Default for nested sections: read_fields. A config with presets declares its own read_yaml overload.
+template <class T>
+void read_yaml(YamlMap& m, T& config) {
+  read_fields(m, config);
+}
+
+/// The config as a YAML mapping (what a run directory's config.yaml holds).
+template <class T>
+std::string to_yaml(const T& config) {
+  YamlFieldWriter w;
+  T copy = config;
+  copy.visit(w);
+  return w.out;
+}
+
+/// Aligned "dotted.key  value" lines, one per field.
+template <class T>
+std::string to_table(const T& config) {
+  FieldTablePrinter p;
+  T copy = config;
+  copy.visit(p);
+  return p.out;
+}
 
 }  // namespace beitv2

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 
+#include "beitv2/core/config_fields.h"
 #include "beitv2/nn/options.h"
 
 namespace beitv2 {
@@ -47,6 +48,30 @@ struct ViTConfig {
   InitScheme init = InitScheme::kVit;
   AttentionBackend attention = AttentionBackend::kSdpa;
 
+  template <class V>
+  void visit(V& v) {
+    v("img_size", img_size);
+    v("patch_size", patch_size);
+    v("in_chans", in_chans);
+    v("embed_dim", embed_dim);
+    v("depth", depth);
+    v("num_heads", num_heads);
+    v("mlp_ratio", mlp_ratio);
+    v("qkv_bias", qkv_bias);
+    v("init_values", init_values);
+    v("use_abs_pos_emb", use_abs_pos_emb);
+    v("use_rel_pos_bias", use_rel_pos_bias);
+    v("use_shared_rel_pos_bias", use_shared_rel_pos_bias);
+    v("use_mean_pooling", use_mean_pooling);
+    v("num_classes", num_classes);
+    v("drop_path_rate", drop_path_rate);
+    v("norm_eps", norm_eps);
+    v("init_scale", init_scale);
+    v("act", enum_field(act, parse_activation));
+    v("init", enum_field(init, parse_init_scheme));
+    v("attention", enum_field(attention, parse_attention_backend));
+  }
+
   int64_t grid_size() const { return img_size / patch_size; }
   int64_t num_patches() const { return grid_size() * grid_size(); }
 
@@ -60,5 +85,7 @@ struct ViTConfig {
 
 /// Reads a `model:` mapping: optional `preset` (else `base`), then any field overrides. Unknown keys are errors.
 ViTConfig vit_config_from_yaml(YamlMap& map, const ViTConfig& base = ViTConfig{});
+/// The same for a nested section (config visitors): `config` is the base.
+void read_yaml(YamlMap& map, ViTConfig& config);
 
 }  // namespace beitv2

@@ -31,6 +31,19 @@ struct VqkdConfig {
   bool kmeans_init = true;            ///< k-means codebook init on the first forward
   int64_t dead_code_restart_steps = 0;  ///< 0 = off (the reference)
 
+  template <class V>
+  void visit(V& v) {
+    v("encoder", encoder);
+    v("decoder", decoder);
+    v("n_code", n_code);
+    v("code_dim", code_dim);
+    v("target_dim", target_dim);
+    v("decay", decay);
+    v("beta", beta);
+    v("kmeans_init", kmeans_init);
+    v("dead_code_restart_steps", dead_code_restart_steps);
+  }
+
   /// Sets the decoder's derived fields from the encoder and code_dim.
   void derive();
   /// Throws ConfigError naming the field.
@@ -41,6 +54,8 @@ struct VqkdConfig {
 /// `model:` mapping: optional `preset`, scalar overrides, and `encoder:` / `decoder:` sub-mappings read as
 /// ViT configs (each may name its own preset or override fields). Unknown keys are errors.
 VqkdConfig vqkd_config_from_yaml(YamlMap& map);
+/// The same for a nested section (config visitors).
+void read_yaml(YamlMap& map, VqkdConfig& config);
 /// Registered tokenizers: the three official ones and tiny CPU sizes. Throws std::invalid_argument otherwise.
 VqkdConfig vqkd_preset(const std::string& name);
 std::vector<std::string> vqkd_preset_names();

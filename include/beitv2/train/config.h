@@ -1,17 +1,16 @@
 #pragma once
-// Typed, strict configs shared by the trainers (STYLE.md §5). Each struct has in-class defaults (the official
-// recipe where one exists), validate() naming the key and value, and YAML I/O through YamlMap (unknown keys
-// are errors naming file, line and key path).
+// Typed, strict configs shared by the trainers. Each struct has in-class defaults (the official recipe where
+// one exists), its fields named once in visit() (read, YAML and table come from there: core/config_yaml.h),
+// and validate() naming the key and the bad value.
 
 #include <string>
 #include <vector>
 
+#include "beitv2/core/config_fields.h"
 #include "beitv2/models/vit_config.h"
 #include "beitv2/models/vqkd.h"
 
 namespace beitv2 {
-
-class YamlMap;
 
 struct OptimConfig {
   double lr = 5e-5;             ///< base learning rate (official --lr)
@@ -25,9 +24,22 @@ struct OptimConfig {
   int64_t warmup_epochs = 10;   ///< exactly one of warmup_epochs / warmup_steps may be given
   int64_t warmup_steps = -1;    ///< >= 0 overrides warmup_epochs
   double clip_grad = 0.0;       ///< max grad norm; 0 = no clipping (the norm is still logged)
-  void read(YamlMap& m);
+
+  template <class V>
+  void visit(V& v) {
+    v("lr", lr);
+    v("scale_lr", scale_lr);
+    v("min_lr", min_lr);
+    v("warmup_lr", warmup_lr);
+    v("weight_decay", weight_decay);
+    v("beta1", beta1);
+    v("beta2", beta2);
+    v("eps", eps);
+    v("warmup_epochs", warmup_epochs, warmup_steps < 0);
+    v("warmup_steps", warmup_steps, warmup_steps >= 0);
+    v("clip_grad", clip_grad);
+  }
   void validate() const;
-  std::string to_yaml() const;
 };
 
 struct DataConfig {
@@ -40,9 +52,20 @@ struct DataConfig {
   std::string interpolation = "bicubic";
   std::string decode_errors = "skip";  ///< skip (warn and count) | fail
   int64_t limit = 0;                 ///< use at most this many training images (0 = all)
-  void read(YamlMap& m);
+
+  template <class V>
+  void visit(V& v) {
+    v("train", train);
+    v("val", val);
+    v("batch_size", batch_size);
+    v("val_batch_size", val_batch_size);
+    v("workers", workers);
+    v("min_crop_scale", min_crop_scale);
+    v("interpolation", interpolation);
+    v("decode_errors", decode_errors);
+    v("limit", limit);
+  }
   void validate() const;
-  std::string to_yaml() const;
 };
 
 struct TeacherConfig {
@@ -50,9 +73,15 @@ struct TeacherConfig {
   std::string path;                  ///< .pt for torchscript; weights .safetensors for native ("" = random init)
   ViTConfig native_model;            ///< native: the ViT (`model:` sub-mapping, preset or fields)
   bool bf16 = false;                 ///< run a TorchScript teacher under bf16 autocast on CUDA
-  void read(YamlMap& m);
+
+  template <class V>
+  void visit(V& v) {
+    v("kind", kind);
+    v("path", path);
+    v("bf16", bf16);
+    v("model", native_model, kind == "native");
+  }
   void validate() const;
-  std::string to_yaml() const;
 };
 
 struct TrainConfig {
@@ -69,10 +98,30 @@ struct TrainConfig {
   std::string amp = "none";      ///< none | bf16 (CUDA autocast; fp32 islands stay fp32)
   int64_t threads = 0;           ///< intra-op threads; 0 = all cores
   int64_t plot_images = 4;       ///< validation images drawn as token maps each epoch (0 = none)
-  void read(YamlMap& m);
+
+  template <class V>
+  void visit(V& v) {
+    v("epochs", epochs, steps <= 0);
+    v("steps", steps, steps > 0);
+    v("seed", seed);
+    v("out_dir", out_dir);
+    v("log_every", log_every);
+    v("log_seconds", log_seconds);
+    v("save_every", save_every);
+    v("keep_last", keep_last);
+    v("max_nonfinite", max_nonfinite);
+    v("device", device);
+    v("amp", amp);
+    v("threads", threads);
+    v("plot_images", plot_images);
+  }
   void validate() const;
-  std::string to_yaml() const;
 };
+
+class YamlMap;
+/// Sections with a rule across fields (exactly one of epochs/steps, warmup_epochs/warmup_steps).
+void read_yaml(YamlMap& m, OptimConfig& c);
+void read_yaml(YamlMap& m, TrainConfig& c);
 
 /// The whole train-vqkd config file: model (VqkdConfig), teacher, data, optim, train.
 struct VqkdTrainConfig {
@@ -81,6 +130,15 @@ struct VqkdTrainConfig {
   DataConfig data;
   OptimConfig optim;
   TrainConfig train;
+
+  template <class V>
+  void visit(V& v) {
+    v("model", model);
+    v("teacher", teacher);
+    v("data", data);
+    v("optim", optim);
+    v("train", train);
+  }
   /// Loads `file`, applies "a.b=c" overrides, reads strictly and validates. Throws ConfigError.
   static VqkdTrainConfig load(const std::string& file, const std::vector<std::string>& overrides = {});
   void validate() const;
