@@ -153,6 +153,55 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(AttentionBackend::kSdpa, AttentionBackend::kReference)),
     [](const auto& info) { return std::get<0>(info.param) + "_" + to_string(std::get<1>(info.param)); });
 
+// An official pretraining checkpoint ({'model', 'optimizer', 'epoch', 'args' (argparse.Namespace), 'scaler'}) of
+// the shared-bias/shared-head fixture's weights, converted by tools/convert_checkpoint.py (gen_beitv2_golden.py),
+// loads strictly and reproduces that fixture's logits.
+TEST(GoldenBeitV2Interop, ConvertedOfficialCheckpointLoadsStrictly) {
+  auto g = load_golden(test::data_dir() / "golden" / "beitv2_tiny_shared_bias_shared_head.safetensors");
+  BeitV2ForMIM mim(g.config);
+  load_weights(*mim, test::data_dir() / "golden" / "beitv2_tiny_converted.safetensors");  // strict
+  mim->eval();
+  torch::NoGradGuard no_grad;
+  auto out = mim->forward(g.at("input"), g.at("mask"));
+  EXPECT_TRUE(close_report("converted logits", out.logits, g.at("out.logits"), 1e-5, 1e-5));
+  EXPECT_TRUE(close_report("converted cls logits", out.cls_logits, g.at("out.cls_logits"), 1e-5, 1e-5));
+}
+
+// Our weights go the other way: a model trained one SGD step here (so no parameter keeps its init), saved by
+// beitv2, converted to an official .pth and loaded strictly by the PyTorch rendering, gives the same logits.
+// Needs the reference environment (BEITV2_REF_PYTHON, set by scripts/test.sh); skipped without it.
+TEST(GoldenBeitV2Interop, OurWeightsLoadStrictlyInTheOfficialLayout) {
+  const char* py = std::getenv("BEITV2_REF_PYTHON");
+  if (!py || !std::filesystem::exists(py)) GTEST_SKIP() << "BEITV2_REF_PYTHON not set: no reference environment";
+  for (const char* name : {"beitv2_tiny_block_bias_sep_head", "beitv2_tiny_shared_bias_shared_head"}) {
+    auto g = load_golden(test::data_dir() / "golden" / (std::string(name) + ".safetensors"));
+    torch::manual_seed(0);
+    BeitV2ForMIM mim(g.config);
+    torch::optim::SGD opt(mim->parameters(), torch::optim::SGDOptions(0.1));
+    mim_loss(mim->forward(g.at("input"), g.at("mask")), g.at("labels")).loss.backward();
+    opt.step();
+    mim->eval();
+    MimOutput out;
+    {
+      torch::NoGradGuard no_grad;
+      out = mim->forward(g.at("input"), g.at("mask"));
+    }
+    const auto dir = std::filesystem::temp_directory_path() / ("beitv2_mim_interop_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    save_weights(*mim, dir / "ours.safetensors");
+    write_safetensors(dir / "expect.safetensors",
+                      {{"input", g.at("input")}, {"mask", g.at("mask")}, {"logits", out.logits},
+                       {"cls_logits", out.cls_logits}},
+                      {{"config", g.file.metadata.at("config")}});
+    const std::string cmd = std::string(py) + " " +
+                            (test::source_dir() / "tests/reference/check_beitv2_interop.py").string() + " " +
+                            (dir / "ours.safetensors").string() + " " + (dir / "expect.safetensors").string();
+    const int rc = std::system(cmd.c_str());
+    std::filesystem::remove_all(dir);
+    EXPECT_EQ(rc, 0) << name << ": " << cmd;
+  }
+}
+
 // BEiT v2 base MIM model at 224 (official pretraining geometry, shared bias, CLS head after block 9): the fixture
 // (~450 MB) is generated at test time by the reference environment named in BEITV2_REF_PYTHON (scripts/test.sh
 // sets it); skipped when that is absent. Forward only, 2 images with 75 and 74 masked patches.

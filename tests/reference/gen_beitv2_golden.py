@@ -17,6 +17,11 @@ safetensors file:
   out.loss_1, out.loss_2         mean cross entropy of each head against `labels`
   grad.param.<name>   gradients of loss_1 + loss_2 (tiny cases only)
 and, as metadata, the config in beitv2's field names, the generator and the library versions.
+With the default cases it also writes
+  beitv2_tiny_converted.safetensors
+    the beitv2_tiny_shared_bias_shared_head weights saved as an official pretraining checkpoint ({'model',
+    'optimizer', 'epoch', 'args' (an argparse.Namespace), 'scaler'}) and converted by tools/convert_checkpoint.py
+
 Run in the reference environment (scripts/setup.sh makes it):
   ~/.cache/beitv2/ref-env/bin/python tests/reference/gen_beitv2_golden.py --out-dir tests/data/golden
   ~/.cache/beitv2/ref-env/bin/python tests/reference/gen_beitv2_golden.py --case beitv2_base_224 --out-dir /tmp/x
@@ -24,7 +29,9 @@ Run in the reference environment (scripts/setup.sh makes it):
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 import torch
 import timm
@@ -51,6 +58,8 @@ CASES = {
                             shared_lm_head=True),
 }
 TINY_CASES = [k for k in CASES if k.startswith("beitv2_tiny")]
+CONVERTED_CASE = "beitv2_tiny_shared_bias_shared_head"
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 def make_mask(batch, n, first_count):
@@ -98,6 +107,24 @@ def generate(name, batch, with_grads):
     return {k: v.contiguous() for k, v in out.items()}, meta
 
 
+def write_converted(tensors, out_dir):
+    """An official-style training checkpoint of these weights, converted by tools/convert_checkpoint.py."""
+    cfg = json.loads(tensors[1]["config"])
+    state = {k[len("param."):]: v for k, v in tensors[0].items() if k.startswith("param.")}
+    # the converted weights load strictly into the reference too (index buffers included)
+    beitv2_ref.load_official(beitv2_ref.BeitV2ForMIM(**cfg), state)
+    args = argparse.Namespace(model="beit_base_patch16_224_8k_vocab_cls_pt", early_layers=cfg["early_layers"],
+                              head_layers=cfg["head_layers"], shared_lm_head=cfg["shared_lm_head"], lr=1.5e-3,
+                              layer_scale_init_value=cfg["init_values"], input_size=cfg["img_size"])
+    converted = os.path.join(out_dir, "beitv2_tiny_converted.safetensors")
+    with tempfile.TemporaryDirectory() as tmp:
+        pth = os.path.join(tmp, "beitv2_tiny_official.pth")
+        torch.save({"model": state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 3, "args": args,
+                    "scaler": {"scale": 65536.0, "growth_factor": 2.0}}, pth)
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_checkpoint.py"), pth, converted],
+                       check=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--case", action="append", choices=sorted(CASES), help="default: every tiny case")
@@ -111,6 +138,8 @@ def main():
         path = os.path.join(args.out_dir, f"{name}.safetensors")
         save_file(tensors, path, metadata=meta)
         print(f"wrote {path} ({os.path.getsize(path) / 1e3:.0f} kB)")
+        if name == CONVERTED_CASE:
+            write_converted((tensors, meta), args.out_dir)
 
 
 if __name__ == "__main__":
