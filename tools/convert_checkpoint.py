@@ -7,8 +7,10 @@
 .pth -> .safetensors takes the state dict from the top-level key 'model', else 'state_dict', else 'module',
 else the file itself; drops `teacher_model.*`, `scaling_layer.*` and `loss*` (what the official tokenizer
 loader deletes) plus any non-tensor entry, and never carries optimizer, scaler or `args`. Files are loaded with
-torch.load(weights_only=True); training checkpoints that pickle argparse.Namespace need --unsafe-pickle (only
-for files you trust). --drop PREFIX adds prefixes to drop.
+torch.load(weights_only=True), argparse.Namespace allowed, so official training checkpoints ({'model',
+'optimizer', 'epoch', 'args', 'scaler'}: VQ-KD or the BEiT v2 MIM model VisionTransformerForMaskedImageModelingCLS)
+load as they are; other pickled classes need --unsafe-pickle (only for files you trust). --drop PREFIX adds
+prefixes to drop.
 --to-pth writes {'model': state_dict}, the layout the official loaders read.
 """
 import argparse
@@ -24,6 +26,8 @@ DROP_PREFIXES = ("teacher_model.", "scaling_layer.", "loss")
 
 
 def load_pth(path, unsafe_pickle):
+    # The official training scripts save their argparse.Namespace under 'args' (utils.save_model).
+    torch.serialization.add_safe_globals([argparse.Namespace])
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - report the reason and the way out
