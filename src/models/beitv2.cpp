@@ -57,24 +57,24 @@ void BeitV2Config::validate() const {
   }
 }
 
-std::string BeitV2Config::to_string() const {
-  std::ostringstream os;
-  auto row = [&os](const std::string& k, const std::string& v) {
-    os << "  " << std::left << std::setw(26) << k << v << "\n";
-  };
-  row("vocab_size", std::to_string(vocab_size));
-  row("early_layers", std::to_string(early_layers));
-  row("head_layers", std::to_string(head_layers));
-  row("shared_lm_head", shared_lm_head ? "true" : "false");
-  std::istringstream in(backbone.to_string());
-  for (std::string line; std::getline(in, line);) {
-    const auto start = line.find_first_not_of(' ');
-    if (start == std::string::npos) continue;
-    const auto end = line.find(' ', start);
-    const auto value = line.find_first_not_of(' ', end);
-    row("backbone." + line.substr(start, end - start), value == std::string::npos ? "" : line.substr(value));
+std::string BeitV2Config::to_string() const { return to_table(*this); }
+
+void read_yaml(YamlMap& m, BeitV2Config& c) {
+  if (m.has("preset")) {
+    std::string name;
+    m.get("preset", name);
+    try {
+      c = beitv2_preset(name);
+    } catch (const std::invalid_argument& e) {
+      m.fail("preset", e.what());
+    }
   }
-  return os.str();
+  read_fields(m, c);
+  try {
+    c.validate();
+  } catch (const ConfigError& e) {
+    throw ConfigError(m.file() + ": " + e.what());
+  }
 }
 
 namespace {

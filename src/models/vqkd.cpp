@@ -10,6 +10,8 @@
 
 #include "beitv2/core/autocast.h"
 #include "beitv2/core/config_yaml.h"
+#include "beitv2/io/state_dict.h"
+#include "beitv2/io/safetensors.h"
 #include "beitv2/models/registry.h"
 #include "beitv2/nn/init.h"
 
@@ -240,6 +242,40 @@ std::string CodebookUsage::to_string() const {
 std::set<std::string> VQKDImpl::no_weight_decay() const {
   return {"quantize.embedding.weight", "decoder.cls_token", "decoder.pos_embed", "encoder.cls_token",
           "encoder.pos_embed"};
+}
+
+// ---- loading a trained tokenizer ----
+
+VqkdConfig tokenizer_config(const std::filesystem::path& weights, const Metadata& meta, const std::string& preset) {
+  if (!preset.empty()) return vqkd_preset(preset);
+  const auto format = meta.find("format");
+  const auto config = meta.find("config");
+  if (format == meta.end() || format->second != "beitv2-tokenizer" || config == meta.end()) {
+    throw ConfigError(weights.string() + ": no tokenizer config stored in the file (not written by train-vqkd): "
+                      "name its registered preset (e.g. vqkd_encoder_base_decoder_3x768x12_clip)");
+  }
+  if (config->second.size() > (1u << 20)) {
+    throw ConfigError(weights.string() + ": the stored tokenizer config is implausibly large (" +
+                      std::to_string(config->second.size()) + " bytes)");
+  }
+  YAML::Node root;
+  try {
+    root = YAML::Load(config->second);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(weights.string() + ": the stored tokenizer config is not valid YAML: " + e.msg);
+  }
+  YamlMap m(root, weights.string() + " (stored config)", "model");
+  return vqkd_config_from_yaml(m);
+}
+
+VQKD load_tokenizer(const std::filesystem::path& weights, const std::string& preset, torch::Device device) {
+  const auto file = read_safetensors(weights);
+  VQKD vq(tokenizer_config(weights, file.metadata, preset));
+  load_state_dict(*vq, file.tensors, {}, weights.string());
+  vq->to(device);
+  vq->eval();
+  for (auto& p : vq->parameters()) p.set_requires_grad(false);
+  return vq;
 }
 
 }  // namespace beitv2

@@ -33,16 +33,18 @@ std::unique_ptr<BatchSource> make_batch_source(int64_t count, data::SampleFn fn,
   return std::make_unique<LoaderSource>(count, std::move(fn), std::move(options));
 }
 
-std::unique_ptr<BatchSource> make_view_batches(const DataConfig& d, int64_t size, bool train, int64_t seed,
-                                               int64_t batch_size, int64_t rank, int64_t world) {
-  const std::string key = train ? "data.train" : "data.val";
-  const std::string& folder = train ? d.train : d.val;
-  std::shared_ptr<const data::ImageDataset> dataset;
+namespace {
+
+std::shared_ptr<const data::ImageDataset> folder_dataset(const std::string& key, const std::string& folder) {
   try {
-    dataset = std::make_shared<const data::ImageDataset>(data::ImageDataset::folder(folder));
+    return std::make_shared<const data::ImageDataset>(data::ImageDataset::folder(folder));
   } catch (const IoError& e) {
     throw ConfigError(key + " = " + folder + ": " + e.what());
   }
+}
+
+data::LoaderOptions loader_options(const DataConfig& d, bool train, int64_t seed, int64_t batch_size, int64_t rank,
+                                   int64_t world) {
   data::LoaderOptions o;
   o.batch_size = batch_size;
   o.num_workers = static_cast<int>(std::max<int64_t>(1, d.workers));
@@ -52,6 +54,14 @@ std::unique_ptr<BatchSource> make_view_batches(const DataConfig& d, int64_t size
   o.rank = rank;
   o.world_size = world;
   o.decode_policy = data::parse_decode_policy(d.decode_errors);
+  return o;
+}
+
+}  // namespace
+
+std::unique_ptr<BatchSource> make_view_batches(const DataConfig& d, int64_t size, bool train, int64_t seed,
+                                               int64_t batch_size, int64_t rank, int64_t world) {
+  const auto dataset = folder_dataset(train ? "data.train" : "data.val", train ? d.train : d.val);
   const int interp = data::parse_interpolation(d.interpolation);
   data::SampleFn fn;
   if (train) {
@@ -67,7 +77,36 @@ std::unique_ptr<BatchSource> make_view_batches(const DataConfig& d, int64_t size
     fn = data::eval_sample_fn(dataset, t);
   }
   const int64_t count = train && d.limit > 0 ? std::min(d.limit, dataset->size()) : dataset->size();
-  return make_batch_source(count, std::move(fn), o);
+  return make_batch_source(count, std::move(fn), loader_options(d, train, seed, batch_size, rank, world));
+}
+
+namespace {
+
+// Always epoch 0 of the underlying loader: evaluation sees the same views and masks every time.
+class FixedEpoch : public BatchSource {
+ public:
+  explicit FixedEpoch(std::unique_ptr<BatchSource> inner) : inner_(std::move(inner)) {}
+  int64_t size() const override { return inner_->size(); }
+  int64_t batches_per_epoch() const override { return inner_->batches_per_epoch(); }
+  void start_epoch(int64_t, int64_t first) override { inner_->start_epoch(0, first); }
+  std::optional<data::Batch> next() override { return inner_->next(); }
+
+ private:
+  std::unique_ptr<BatchSource> inner_;
+};
+
+}  // namespace
+
+std::unique_ptr<BatchSource> make_two_view_batches(const std::string& key, const std::string& folder,
+                                                   const DataConfig& d, const data::TwoViewTransform& transform,
+                                                   const data::MaskingOptions& masking, bool train, int64_t seed,
+                                                   int64_t batch_size, int64_t limit, int64_t rank, int64_t world) {
+  const auto dataset = folder_dataset(key, folder);
+  auto fn = data::pretrain_sample_fn(dataset, transform, data::MaskingGenerator(masking));
+  const int64_t count = limit > 0 ? std::min(limit, dataset->size()) : dataset->size();
+  auto src = make_batch_source(count, std::move(fn), loader_options(d, train, seed, batch_size, rank, world));
+  if (train) return src;
+  return std::make_unique<FixedEpoch>(std::move(src));
 }
 
 }  // namespace beitv2

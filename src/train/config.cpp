@@ -77,18 +77,7 @@ void TrainConfig::validate() const {
 }
 
 VqkdTrainConfig VqkdTrainConfig::load(const std::string& file, const std::vector<std::string>& overrides) {
-  YAML::Node root = load_yaml_file(file);
-  for (const auto& o : overrides) apply_yaml_override(root, o);
-  YamlMap top(root, file, "");
-  if (!top.has("model")) top.fail("model", "missing: the tokenizer (model.preset or its fields) is required");
-  VqkdTrainConfig c;
-  read_fields(top, c);
-  try {
-    c.validate();
-  } catch (const ConfigError& e) {
-    throw ConfigError(file + ": " + e.what());
-  }
-  return c;
+  return load_config<VqkdTrainConfig>(file, overrides);
 }
 
 void VqkdTrainConfig::validate() const {

@@ -75,4 +75,60 @@ void plot_token_maps(const torch::Tensor& images, const torch::Tensor& ids, int6
   write_png(png, canvas);
 }
 
+namespace {
+
+// The image (B, 3, S, S) uint8 `i` as a cell x cell BGR picture.
+cv::Mat image_cell(const torch::Tensor& hwc, int64_t i, int cell) {
+  cv::Mat rgb(static_cast<int>(hwc.size(1)), static_cast<int>(hwc.size(2)), CV_8UC3, hwc[i].data_ptr<uint8_t>());
+  cv::Mat bgr, big;
+  cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+  cv::resize(bgr, big, {cell, cell}, 0, 0, cv::INTER_NEAREST);
+  return big;
+}
+
+}  // namespace
+
+void plot_mim_predictions(const torch::Tensor& images, const torch::Tensor& mask, const torch::Tensor& correct_1,
+                          const torch::Tensor& correct_2, int64_t grid, const std::filesystem::path& png) {
+  TORCH_CHECK(images.dim() == 4 && images.scalar_type() == torch::kUInt8 && mask.size(0) == images.size(0) &&
+                  mask.size(1) == grid * grid,
+              "plot_mim_predictions: images ", images.sizes(), " and mask ", mask.sizes(), " for grid ", grid);
+  const int cell = 128;
+  const int64_t b = images.size(0);
+  const int columns = correct_2.defined() ? 4 : 3;
+  cv::Mat canvas(static_cast<int>(b) * cell + 20, columns * cell, CV_8UC3, cv::Scalar(255, 255, 255));
+  const char* titles[] = {"image", "mask", "main head", "CLS head"};
+  for (int c = 0; c < columns; ++c) {
+    cv::putText(canvas, titles[c], {c * cell + 4, 14}, cv::FONT_HERSHEY_SIMPLEX, 0.45, cv::Scalar(0, 0, 0), 1,
+                cv::LINE_AA);
+  }
+  auto hwc = images.to(torch::kCPU).permute({0, 2, 3, 1}).contiguous();
+  auto m = mask.to(torch::kCPU, torch::kBool).contiguous();
+  std::vector<torch::Tensor> hits = {correct_1.to(torch::kCPU, torch::kBool)};
+  if (correct_2.defined()) hits.push_back(correct_2.to(torch::kCPU, torch::kBool));
+  const double patch = static_cast<double>(cell) / static_cast<double>(grid);
+  for (int64_t i = 0; i < b; ++i) {
+    const int y0 = 20 + static_cast<int>(i) * cell;
+    const cv::Mat img = image_cell(hwc, i, cell);
+    for (int c = 0; c < columns; ++c) {
+      cv::Mat tile = img.clone();
+      for (int64_t p = 0; p < grid * grid; ++p) {
+        if (!m[i][p].item<bool>()) continue;
+        const cv::Rect r(static_cast<int>((p % grid) * patch), static_cast<int>((p / grid) * patch),
+                         static_cast<int>(patch + 0.5), static_cast<int>(patch + 0.5));
+        cv::Mat roi = tile(r & cv::Rect(0, 0, cell, cell));
+        if (c == 1) roi *= 0.25;  // masked: dark
+        if (c >= 2) {
+          const bool ok = hits[c - 2][i][p].item<bool>();
+          cv::Mat colour(roi.size(), roi.type(), ok ? cv::Scalar(60, 200, 60) : cv::Scalar(60, 60, 220));
+          cv::addWeighted(roi, 0.35, colour, 0.65, 0, roi);
+        }
+      }
+      if (c > 0) tile.copyTo(canvas(cv::Rect(c * cell, y0, cell, cell)));
+      else img.copyTo(canvas(cv::Rect(0, y0, cell, cell)));
+    }
+  }
+  write_png(png, canvas);
+}
+
 }  // namespace beitv2

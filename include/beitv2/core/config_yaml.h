@@ -193,4 +193,20 @@ std::string to_table(const T& config) {
   return p.out;
 }
 
+/// A whole config file: YAML, "a.b=c" overrides applied, the sections read strictly over `base` (a struct
+/// with visit() and validate()), validated; every ConfigError names the file.
+template <class T>
+T load_config(const std::string& file, const std::vector<std::string>& overrides, T base = T{}) {
+  YAML::Node root = load_yaml_file(file);
+  for (const auto& o : overrides) apply_yaml_override(root, o);
+  YamlMap top(root, file, "");
+  read_fields(top, base);
+  try {
+    base.validate();
+  } catch (const ConfigError& e) {
+    throw ConfigError(file + ": " + e.what());
+  }
+  return base;
+}
+
 }  // namespace beitv2

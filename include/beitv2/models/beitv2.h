@@ -39,6 +39,15 @@ struct BeitV2Config {
   int64_t head_layers = 2;      ///< blocks in the CLS head (`cls_pt_layers`); 0 = no CLS head
   bool shared_lm_head = true;   ///< the CLS head reuses `norm` and `lm_head`; else own cls_pt_norm/lm_head
 
+  template <class V>
+  void visit(V& v) {
+    v("backbone", backbone);
+    v("vocab_size", vocab_size);
+    v("early_layers", early_layers);
+    v("head_layers", head_layers);
+    v("shared_lm_head", shared_lm_head);
+  }
+
   /// ViT-B/16 as pretrained (docs/reference.md §3.1).
   static ViTConfig default_backbone();
   bool has_cls_head() const { return head_layers > 0; }
@@ -47,6 +56,11 @@ struct BeitV2Config {
   /// Aligned "key  value" lines, one per field (backbone fields prefixed `backbone.`).
   std::string to_string() const;
 };
+
+class YamlMap;
+/// A `model:` section: optional `preset` (a registered MIM size), then field overrides (`backbone:` is a ViT
+/// section). Unknown keys are errors; the result is validated.
+void read_yaml(YamlMap& map, BeitV2Config& config);
 
 /// Registered MIM sizes: beitv2_base_patch16_224, beitv2_large_patch16_224, beitv2_tiny_patch8_64 (a CPU demo
 /// size matching configs/vqkd_tiny_photos.yaml's tokenizer: 64x64 images, 8x8 grid, 256 codes) and

@@ -10,9 +10,11 @@
 #include <torch/nn/pimpl.h>
 
 #include <set>
+#include <filesystem>
 #include <string>
 #include <vector>
 
+#include "beitv2/io/safetensors.h"
 #include "beitv2/models/vit.h"
 #include "beitv2/nn/vector_quantizer.h"
 
@@ -118,5 +120,14 @@ class VQKDImpl : public torch::nn::Cloneable<VQKDImpl> {
   VqkdConfig config_;
 };
 TORCH_MODULE(VQKD);
+
+/// A tokenizer's config for a weights file: the registered `preset` when given, else the config train-vqkd stored
+/// in the file's metadata (format beitv2-tokenizer). Throws ConfigError naming the file when neither exists or
+/// the stored config is broken.
+VqkdConfig tokenizer_config(const std::filesystem::path& weights, const Metadata& metadata,
+                            const std::string& preset = "");
+
+/// A frozen tokenizer: tokenizer_config + a strict load of every tensor, eval mode, no gradients, on `device`.
+VQKD load_tokenizer(const std::filesystem::path& weights, const std::string& preset, torch::Device device);
 
 }  // namespace beitv2

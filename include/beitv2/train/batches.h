@@ -7,6 +7,8 @@
 #include <optional>
 
 #include "beitv2/data/loader.h"
+#include "beitv2/data/masking.h"
+#include "beitv2/data/transforms.h"
 #include "beitv2/train/config.h"
 
 namespace beitv2 {
@@ -33,5 +35,15 @@ std::unique_ptr<BatchSource> make_batch_source(int64_t count, data::SampleFn fn,
 /// crop, in order, every image). A missing or empty folder is a ConfigError naming the key.
 std::unique_ptr<BatchSource> make_view_batches(const DataConfig& data, int64_t size, bool train, int64_t seed,
                                                int64_t batch_size, int64_t rank = 0, int64_t world = 1);
+
+/// BEiT v2 pretraining samples of a folder (docs/reference.md §3.4–3.5): ColorJitter 0.4 -> flip ->
+/// one crop box resized to the student view (size) and the tokenizer view (transform.second_size), and a
+/// block-wise mask; batch.images = {student, tokenizer} uint8, batch.masks (B, N) bool. `train` false: in
+/// order, every image, and the same augmentation and masks at every call (epoch 0's).
+std::unique_ptr<BatchSource> make_two_view_batches(const std::string& key, const std::string& folder,
+                                                   const DataConfig& data, const data::TwoViewTransform& transform,
+                                                   const data::MaskingOptions& masking, bool train, int64_t seed,
+                                                   int64_t batch_size, int64_t limit = 0, int64_t rank = 0,
+                                                   int64_t world = 1);
 
 }  // namespace beitv2

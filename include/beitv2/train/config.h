@@ -125,7 +125,7 @@ void read_yaml(YamlMap& m, TrainConfig& c);
 
 /// The whole train-vqkd config file: model (VqkdConfig), teacher, data, optim, train.
 struct VqkdTrainConfig {
-  VqkdConfig model;
+  VqkdConfig model = vqkd_preset("vqkd_encoder_base_decoder_3x768x12_clip");  ///< the recommended official one
   TeacherConfig teacher;
   DataConfig data;
   OptimConfig optim;
