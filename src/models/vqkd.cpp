@@ -162,12 +162,12 @@ void VQKDImpl::reset() {
   const auto& c = config_;
   encoder = register_module("encoder", VisionTransformer(c.encoder));
   decoder = register_module("decoder", VisionTransformer(c.decoder));
-  quantize = register_module("quantize", nn::NormEMAVectorQuantizer(nn::VectorQuantizerOptions(c.n_code, c.code_dim)
-                                                                         .beta(c.beta)
-                                                                         .decay(c.decay)
-                                                                         .kmeans_init(c.kmeans_init)
-                                                                         .dead_code_restart_steps(
-                                                                             c.dead_code_restart_steps)));
+  quantize = register_module(
+      "quantize", nn::NormEMAVectorQuantizer(nn::NormEMAVectorQuantizerOptions(c.n_code, c.code_dim)
+                                                 .beta(c.beta)
+                                                 .decay(c.decay)
+                                                 .kmeans_init(c.kmeans_init)
+                                                 .dead_code_restart_steps(c.dead_code_restart_steps)));
   const int64_t de = c.encoder.embed_dim, dd = c.decoder.embed_dim;
   encode_task_layer = register_module(
       "encode_task_layer",

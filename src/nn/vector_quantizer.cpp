@@ -62,7 +62,8 @@ std::pair<torch::Tensor, torch::Tensor> kmeans_cosine(const torch::Tensor& sampl
 
 // ---- quantizer ----
 
-NormEMAVectorQuantizerImpl::NormEMAVectorQuantizerImpl(const VectorQuantizerOptions& options_) : options(options_) {
+NormEMAVectorQuantizerImpl::NormEMAVectorQuantizerImpl(const NormEMAVectorQuantizerOptions& options_)
+    : options(options_) {
   reset();
 }
 

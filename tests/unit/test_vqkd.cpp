@@ -18,7 +18,7 @@ torch::Tensor unit(const torch::Tensor& t) {
 
 // A quantizer over `codes` (n, d), already initialised.
 nn::NormEMAVectorQuantizer with_codebook(const torch::Tensor& codes, int64_t restart_steps = 0) {
-  nn::NormEMAVectorQuantizer q(nn::VectorQuantizerOptions(codes.size(0), codes.size(1))
+  nn::NormEMAVectorQuantizer q(nn::NormEMAVectorQuantizerOptions(codes.size(0), codes.size(1))
                                    .kmeans_init(true)
                                    .dead_code_restart_steps(restart_steps));
   torch::NoGradGuard ng;
@@ -79,7 +79,7 @@ TEST_F(Vq, TrainingEmaUpdateByHand) {
 }
 
 TEST_F(Vq, KMeansInitOnFirstForward) {
-  nn::NormEMAVectorQuantizer q(nn::VectorQuantizerOptions(8, 4));
+  nn::NormEMAVectorQuantizer q(nn::NormEMAVectorQuantizerOptions(8, 4));
   EXPECT_EQ(q->embedding->initted.item<float>(), 0.0f);
   EXPECT_EQ(q->embedding->weight.abs().sum().item<float>(), 0.0f);
   q->train();

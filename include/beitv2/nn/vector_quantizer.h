@@ -19,8 +19,9 @@
 
 namespace beitv2::nn {
 
-struct VectorQuantizerOptions {
-  VectorQuantizerOptions(int64_t n_embed, int64_t embedding_dim) : n_embed_(n_embed), embedding_dim_(embedding_dim) {}
+struct NormEMAVectorQuantizerOptions {
+  NormEMAVectorQuantizerOptions(int64_t n_embed, int64_t embedding_dim)
+      : n_embed_(n_embed), embedding_dim_(embedding_dim) {}
   /// Codebook size (8192 in BEiT v2).
   TORCH_ARG(int64_t, n_embed);
   /// Code dimension (32).
@@ -66,7 +67,7 @@ std::pair<torch::Tensor, torch::Tensor> kmeans_cosine(const torch::Tensor& sampl
 
 class NormEMAVectorQuantizerImpl : public torch::nn::Cloneable<NormEMAVectorQuantizerImpl> {
  public:
-  explicit NormEMAVectorQuantizerImpl(const VectorQuantizerOptions& options);
+  explicit NormEMAVectorQuantizerImpl(const NormEMAVectorQuantizerOptions& options);
   void reset() override;
   void pretty_print(std::ostream& os) const override;
   /// z: (B, C, H, W) any float dtype; runs in fp32 with autocast off. In training also updates the codebook.
@@ -78,7 +79,7 @@ class NormEMAVectorQuantizerImpl : public torch::nn::Cloneable<NormEMAVectorQuan
   /// Codes re-seeded by dead-code restart since construction.
   int64_t restarted_codes() const { return restarted_; }
 
-  VectorQuantizerOptions options;
+  NormEMAVectorQuantizerOptions options;
   Collectives collectives;
   EmbeddingEMA embedding{nullptr};
   torch::Tensor cluster_size;  // (n_embed) buffer: EMA of code counts (usage statistics only)
