@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <string>
 
-#include "beitv2/nn/options.h"
+#include "beitv2/nn/enums.h"
 
 namespace beitv2 {
 

@@ -1,4 +1,4 @@
-#include "beitv2/nn/options.h"
+#include "beitv2/nn/enums.h"
 
 #include <stdexcept>
 
