@@ -176,6 +176,9 @@ void EvalTransform::validate() const {
   check_size("eval.crop", crop);
   if (!(crop_pct > 0 && crop_pct <= 1)) throw ConfigError(c10::str("eval.crop_pct = ", crop_pct, " must be in (0, 1]"));
   check_interpolation("eval.interpolation", interpolation);
+  if (resize != 0 && resize < crop) {
+    throw ConfigError(c10::str("eval.resize = ", resize, " must be 0 (from crop_pct) or >= eval.crop = ", crop));
+  }
 }
 
 cv::Mat EvalTransform::operator()(const cv::Mat& rgb) const {

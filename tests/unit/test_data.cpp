@@ -332,6 +332,13 @@ TEST(DataTransforms, GeometryAndRounding) {
   EXPECT_EQ(resize_shorter(img, 64, cv::INTER_CUBIC).size(), cv::Size(86, 64));
   EXPECT_EQ(EvalTransform{}.resize_size(), 256);
   EXPECT_EQ(EvalTransform{}(random_rgb(300, 400, 2)).size(), cv::Size(224, 224));
+  EvalTransform explicit_resize;  // an explicit shorter side overrides crop_pct
+  explicit_resize.crop = 32;
+  explicit_resize.resize = 40;
+  EXPECT_EQ(explicit_resize.resize_size(), 40);
+  EXPECT_EQ(explicit_resize(img).size(), cv::Size(32, 32));
+  explicit_resize.resize = 20;
+  EXPECT_THROW(explicit_resize.validate(), ConfigError);
   cv::Mat f = img.clone();
   hflip_(f);
   EXPECT_EQ(f.at<cv::Vec3b>(3, 0), img.at<cv::Vec3b>(3, 49));

@@ -130,8 +130,9 @@ struct EvalTransform {
   int crop = 224;
   double crop_pct = 224.0 / 256.0;
   int interpolation = cv::INTER_CUBIC;
+  int resize = 0;  ///< shorter side before the crop, when given (>= crop); 0 = int(crop / crop_pct)
 
-  int resize_size() const { return static_cast<int>(crop / crop_pct); }
+  int resize_size() const { return resize > 0 ? resize : static_cast<int>(crop / crop_pct); }
   cv::Mat operator()(const cv::Mat& rgb) const;
   void validate() const;
 };
