@@ -1,4 +1,4 @@
-// VQKD (SPEC.md §1); reference: microsoft/unilm beit2/modeling_vqkd.py at 768a3c8.
+// VQKD (docs/reference.md §1); reference: microsoft/unilm beit2/modeling_vqkd.py at 768a3c8.
 #include "beitv2/models/vqkd.h"
 
 #include <torch/torch.h>
@@ -74,7 +74,7 @@ std::string VqkdConfig::to_yaml() const {
 
 namespace {
 
-// SPEC §1.1: both towers are ViT-B (abs pos, no rel pos, no layer scale, mean pooling, no head).
+// docs/reference.md §1.1: both towers are ViT-B (abs pos, no rel pos, no layer scale, mean pooling, no head).
 VqkdConfig official(int64_t decoder_depth, int64_t target_dim) {
   VqkdConfig c;
   c.encoder = vit_preset("vit_base_patch16_224");

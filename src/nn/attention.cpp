@@ -1,5 +1,5 @@
 // Multi-head attention (official beit2/modeling_finetune.py, modeling_pretrain.py; timm/models/beit.py).
-// SPEC.md §0.
+// docs/reference.md §0.
 #include "beitv2/nn/attention.h"
 
 #include <torch/torch.h>

@@ -1,5 +1,5 @@
 // Relative position bias (official beit2/modeling_finetune.py, modeling_pretrain.py; timm/models/beit.py).
-// SPEC.md §0.
+// docs/reference.md §0.
 #include "beitv2/nn/rel_pos_bias.h"
 
 #include <torch/torch.h>

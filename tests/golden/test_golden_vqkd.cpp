@@ -1,5 +1,5 @@
-// VQKD against the PyTorch rendering of SPEC §1 (tests/reference/vqkd_ref.py: timm Beit towers, the quantizer
-// written from the spec in the official one-hot form) on the same weights and inputs.
+// VQKD against the PyTorch rendering of docs/reference.md §1 (tests/reference/vqkd_ref.py: timm Beit towers, the
+// quantizer written from the spec in the official one-hot form) on the same weights and inputs.
 //
 // Token ids must be identical. Tolerances (fp32): features/rec atol 1e-5 + rtol 1e-5 (measured max |diff| on
 // 2026-11-26 is printed on failure; the ViT goldens show ~4e-7); losses 1e-6; the codebook after one EMA update

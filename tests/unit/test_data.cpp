@@ -162,7 +162,7 @@ TEST(DataRng, PythonRoundingHalvesToEven) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Block-wise masking (SPEC §3.4)
+// Block-wise masking (docs/reference.md §3.4)
 // ---------------------------------------------------------------------------------------------------------
 
 TEST(DataMasking, ExactlyTheRequestedCountForAnyGrid) {

@@ -56,7 +56,7 @@ TEST_F(Vit, EveryRegisteredModelBuildsWithTheExpectedSize) {
   EXPECT_EQ(expected_params(vit_preset("vit_base_patch16_224")), 85798656 - 12 * 768);
   auto base = vit_preset("beitv2_base_patch16_224");
   base.num_classes = 1000;
-  EXPECT_NEAR(expected_params(base) / 1e6, 86.5, 0.1);  // SPEC §6: 86.5M
+  EXPECT_NEAR(expected_params(base) / 1e6, 86.5, 0.1);  // docs/reference.md §6: 86.5M
 }
 
 TEST(Registry, UnknownNameListsKnownOnes) {

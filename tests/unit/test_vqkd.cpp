@@ -194,7 +194,7 @@ TEST_F(Vq, DeadCodeRestartIsOffByDefaultAndRevivesWhenOn) {
 class Vqkd : public test::Seeded {};
 
 TEST_F(Vqkd, OfficialTokenizersHaveTheOfficialNamesAndShapes) {
-  // SPEC.md §7, written out.
+  // docs/reference.md §7, written out.
   auto expected = [](int64_t dec_depth, int64_t out_dim) {
     std::map<std::string, std::vector<int64_t>> m;
     auto tower = [&m](const std::string& p, int64_t depth, int64_t in_chans, int64_t patch) {
