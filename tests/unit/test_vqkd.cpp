@@ -289,7 +289,8 @@ TEST_F(Vqkd, LearnsToReconstructAFixedTarget) {
 }
 
 TEST(VqkdYaml, PresetWithTowerOverridesAndDerivedDecoder) {
-  auto p = std::filesystem::temp_directory_path() / ("beitv2_vqkd_" + std::to_string(::getpid()) + ".yaml");
+  test::TempDir tmp("vqkd_yaml");
+  const auto p = tmp / "model.yaml";
   std::ofstream(p) << "model:\n  preset: vqkd_test_tiny\n  code_dim: 4\n  encoder:\n    depth: 3\n  decoder:\n"
                       "    preset: vit_test_tiny\n    depth: 2\n";
   auto root = load_yaml_file(p.string());
@@ -311,7 +312,6 @@ TEST(VqkdYaml, PresetWithTowerOverridesAndDerivedDecoder) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("must be 0"), std::string::npos) << e.what();
   }
-  std::filesystem::remove(p);
 }
 
 }  // namespace
