@@ -108,7 +108,7 @@ struct TwoViewTransform {
   int size = 224;
   int second_size = 224;
   int interpolation = cv::INTER_CUBIC;
-  int second_interpolation = cv::INTER_CUBIC;  ///< PRETRAINING.md: bicubic (the code's default is lanczos)
+  int second_interpolation = cv::INTER_CUBIC;  ///< beit2/PRETRAINING.md: bicubic (the code's default is lanczos)
 
   /// uint8 RGB -> {student view size x size, tokenizer view second_size x second_size}.
   std::pair<cv::Mat, cv::Mat> operator()(const cv::Mat& rgb, Rng& rng) const;
