@@ -1,9 +1,8 @@
 #pragma once
-// Shared test helpers: tolerant tensor comparison with an llm.c-style report, fixture paths.
+// Shared test helpers: tolerant tensor comparison with an llm.c-style report, fixture paths, temporary folders.
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
-
 #include <unistd.h>
 
 #include <atomic>
@@ -15,9 +14,13 @@ namespace beitv2::test {
 
 inline std::filesystem::path data_dir() { return BEITV2_TEST_DATA_DIR; }
 inline std::filesystem::path source_dir() { return BEITV2_SOURCE_DIR; }
+/// The ~90 real photos of Debian's opencv-doc package (installed by scripts/setup.sh).
+inline std::filesystem::path photos_dir() { return "/usr/share/doc/opencv-doc/examples/data"; }
 
-/// A fresh temporary directory, removed with everything in it when the object goes out of scope (also when
-/// a failing ASSERT leaves the test early).
+/// A fresh, empty folder under the system temporary folder, removed with its contents by the destructor, so a
+/// failing ASSERT (which returns from the test) still cleans up. Names are unique per process and object.
+///
+/// Example: `test::TempDir tmp("datasets"); write_png(tmp.path() / "a.png", img);`
 class TempDir {
  public:
   explicit TempDir(const std::string& tag) {
@@ -33,7 +36,9 @@ class TempDir {
   }
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
+
   const std::filesystem::path& path() const { return path_; }
+  /// path() / name.
   std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
 
  private:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Export a VQ-KD teacher (SPEC.md §1.2) to TorchScript for beitv2 (run in the reference env).
+"""Export a VQ-KD teacher (docs/reference.md §1.2) to TorchScript for beitv2 (run in the reference env).
 
   clip_vit_b16: OpenAI CLIP ViT-B/16 (open_clip, QuickGELU); target = ln_post(all tokens)[:, 1:] @ visual.proj
                 -> (B, 196, 512)

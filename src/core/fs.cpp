@@ -15,14 +15,14 @@ namespace {
   throw IoError(path.string() + ": " + what + ": " + std::strerror(errno));
 }
 
-void fsync_dir(const std::filesystem::path& dir) {
-  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+}  // namespace
+
+void fsync_path(const std::filesystem::path& path) {
+  const int fd = ::open(path.empty() ? "." : path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;  // best effort: some filesystems refuse directory fds
   ::fsync(fd);
   ::close(fd);
 }
-
-}  // namespace
 
 AtomicFile::AtomicFile(std::filesystem::path path) : path_(std::move(path)) {
   tmp_ = path_;
@@ -62,7 +62,7 @@ void AtomicFile::commit() {
     ::unlink(tmp_.c_str());
     fail(path_, "rename failed");
   }
-  fsync_dir(path_.parent_path());
+  fsync_path(path_.parent_path());
 }
 
 std::string read_file(const std::filesystem::path& path) {

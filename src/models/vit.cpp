@@ -1,4 +1,4 @@
-// VisionTransformer (SPEC.md §0, §3.3). Reference: microsoft/unilm beit2/modeling_finetune.py and
+// VisionTransformer (docs/reference.md §0, §3.3). Reference: microsoft/unilm beit2/modeling_finetune.py and
 // modeling_pretrain.py at 768a3c8; timm/models/beit.py. No divergences.
 #include "beitv2/models/vit.h"
 

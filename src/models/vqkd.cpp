@@ -1,4 +1,4 @@
-// VQKD (SPEC.md §1); reference: microsoft/unilm beit2/modeling_vqkd.py at 768a3c8.
+// VQKD (docs/reference.md §1); reference: microsoft/unilm beit2/modeling_vqkd.py at 768a3c8.
 #include "beitv2/models/vqkd.h"
 
 #include <torch/torch.h>
@@ -61,7 +61,7 @@ std::string VqkdConfig::to_yaml() const { return beitv2::to_yaml(*this); }
 
 namespace {
 
-// SPEC §1.1: both towers are ViT-B (abs pos, no rel pos, no layer scale, mean pooling, no head).
+// docs/reference.md §1.1: both towers are ViT-B (abs pos, no rel pos, no layer scale, mean pooling, no head).
 VqkdConfig official(int64_t decoder_depth, int64_t target_dim) {
   VqkdConfig c;
   c.encoder = vit_preset("vit_base_patch16_224");
@@ -138,12 +138,12 @@ void VQKDImpl::reset() {
   const auto& c = config_;
   encoder = register_module("encoder", VisionTransformer(c.encoder));
   decoder = register_module("decoder", VisionTransformer(c.decoder));
-  quantize = register_module("quantize", nn::NormEMAVectorQuantizer(nn::VectorQuantizerOptions(c.n_code, c.code_dim)
-                                                                         .beta(c.beta)
-                                                                         .decay(c.decay)
-                                                                         .kmeans_init(c.kmeans_init)
-                                                                         .dead_code_restart_steps(
-                                                                             c.dead_code_restart_steps)));
+  quantize = register_module(
+      "quantize", nn::NormEMAVectorQuantizer(nn::NormEMAVectorQuantizerOptions(c.n_code, c.code_dim)
+                                                 .beta(c.beta)
+                                                 .decay(c.decay)
+                                                 .kmeans_init(c.kmeans_init)
+                                                 .dead_code_restart_steps(c.dead_code_restart_steps)));
   const int64_t de = c.encoder.embed_dim, dd = c.decoder.embed_dim;
   encode_task_layer = register_module(
       "encode_task_layer",

@@ -1,4 +1,4 @@
-// NormEMAVectorQuantizer (SPEC.md §1.3); reference: microsoft/unilm beit2/norm_ema_quantizer.py at 768a3c8.
+// NormEMAVectorQuantizer (docs/reference.md §1.3); reference: microsoft/unilm beit2/norm_ema_quantizer.py at 768a3c8.
 // Divergences are listed in the header.
 #include "beitv2/nn/vector_quantizer.h"
 
@@ -62,7 +62,8 @@ std::pair<torch::Tensor, torch::Tensor> kmeans_cosine(const torch::Tensor& sampl
 
 // ---- quantizer ----
 
-NormEMAVectorQuantizerImpl::NormEMAVectorQuantizerImpl(const VectorQuantizerOptions& options_) : options(options_) {
+NormEMAVectorQuantizerImpl::NormEMAVectorQuantizerImpl(const NormEMAVectorQuantizerOptions& options_)
+    : options(options_) {
   reset();
 }
 

@@ -1,4 +1,4 @@
-// Teachers for VQ-KD (SPEC.md §1.2). TorchScript modules come from tools/export_teacher.py.
+// Teachers for VQ-KD (docs/reference.md §1.2). TorchScript modules come from tools/export_teacher.py.
 #include "beitv2/teacher/teacher.h"
 
 #include <nlohmann/json.hpp>

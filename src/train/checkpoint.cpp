@@ -18,13 +18,6 @@
 
 namespace beitv2 {
 
-void fsync_path(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
 CheckpointManager::CheckpointManager(std::filesystem::path run_dir, int64_t keep_last)
     : dir_(std::move(run_dir) / "checkpoints"), keep_last_(keep_last) {
   std::filesystem::create_directories(dir_);

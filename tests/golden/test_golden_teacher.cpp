@@ -13,12 +13,6 @@
 namespace beitv2 {
 namespace {
 
-std::filesystem::path temp_dir(const std::string& tag) {
-  auto d = std::filesystem::temp_directory_path() / ("beitv2_" + tag + "_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(d);
-  return d;
-}
-
 // Exports `model` (tiny or full) with the reference env; returns false (and the test skips) without it.
 bool export_teacher(const std::string& model, bool tiny, const std::filesystem::path& dir) {
   const char* py = std::getenv("BEITV2_REF_PYTHON");
@@ -32,11 +26,11 @@ bool export_teacher(const std::string& model, bool tiny, const std::filesystem::
 }
 
 void check_against_eager(const std::string& model, bool tiny) {
-  auto dir = temp_dir("teacher");
+  const test::TempDir tmp("teacher");
+  const auto& dir = tmp.path();
   if (!export_teacher(model, tiny, dir)) GTEST_SKIP() << "BEITV2_REF_PYTHON not set: no reference environment";
   auto teacher = load_torchscript_teacher(dir / (model + ".pt"));
   auto golden = read_safetensors(dir / (model + ".safetensors")).tensors;
-  std::filesystem::remove_all(dir);
   EXPECT_TRUE(teacher->info().random_init);
   EXPECT_EQ(teacher->info().target_dim, model == "clip_vit_b16" ? (tiny ? 16 : 512) : (tiny ? 32 : 768));
   auto out = teacher->targets(golden.at("images"));
@@ -65,7 +59,8 @@ std::string io_error(const std::function<void()>& f) {
 }
 
 TEST(Teacher, BadFilesAreNamed) {
-  auto dir = temp_dir("badteacher");
+  const test::TempDir tmp("badteacher");
+  const auto& dir = tmp.path();
   EXPECT_NE(io_error([&] { load_torchscript_teacher(dir / "missing.pt"); }).find("no such teacher file"),
             std::string::npos);
   std::ofstream(dir / "text.pt") << "hello";
@@ -80,16 +75,15 @@ TEST(Teacher, BadFilesAreNamed) {
   plain.save((dir / "v7.pt").string(), bad);
   e = io_error([&] { load_torchscript_teacher(dir / "v7.pt"); });
   EXPECT_NE(e.find("bad teacher metadata: unsupported version 7"), std::string::npos) << e;
-  std::filesystem::remove_all(dir);
 }
 
 TEST(Teacher, NativeTeacherAndTokenizerMismatch) {
-  auto dir = temp_dir("native");
+  const test::TempDir tmp("native");
+  const auto& dir = tmp.path();
   auto cfg = vit_preset("vit_test_tiny");
   VisionTransformer vit(cfg);
   save_weights(*vit, dir / "vit.safetensors");
   auto teacher = make_native_teacher(cfg, dir / "vit.safetensors");
-  std::filesystem::remove_all(dir);
   auto images = torch::rand({2, 3, 32, 32});
   auto t = teacher->targets(images);
   EXPECT_EQ(t.sizes(), torch::IntArrayRef({2, 16, 32}));

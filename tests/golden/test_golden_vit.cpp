@@ -132,12 +132,12 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(SlowGoldenVit, BeitV2Base224MatchesTimm) {
   const char* py = std::getenv("BEITV2_REF_PYTHON");
   if (!py || !std::filesystem::exists(py)) GTEST_SKIP() << "BEITV2_REF_PYTHON not set: no reference environment";
-  const auto dir = std::filesystem::temp_directory_path() / ("beitv2_golden_" + std::to_string(::getpid()));
+  const test::TempDir tmp("golden_vit");
+  const auto& dir = tmp.path();
   const std::string cmd = std::string(py) + " " + (test::source_dir() / "tests/reference/gen_vit_golden.py").string() +
                           " --case beitv2_base_224 --out-dir " + dir.string() + " > /dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << "generator failed: " << cmd;
   auto g = load_golden(dir / "beitv2_base_224.safetensors");
-  std::filesystem::remove_all(dir);
   auto vit = model_from(g, AttentionBackend::kSdpa);
   check_forward(g, vit, 3e-5, 1e-5);
 }

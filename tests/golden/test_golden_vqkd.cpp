@@ -1,5 +1,5 @@
-// VQKD against the PyTorch rendering of SPEC §1 (tests/reference/vqkd_ref.py: timm Beit towers, the quantizer
-// written from the spec in the official one-hot form) on the same weights and inputs.
+// VQKD against the PyTorch rendering of docs/reference.md §1 (tests/reference/vqkd_ref.py: timm Beit towers, the
+// quantizer written from the spec in the official one-hot form) on the same weights and inputs.
 //
 // Token ids must be identical. Tolerances (fp32): features/rec atol 1e-5 + rtol 1e-5 (measured max |diff| on
 // 2026-11-26 is printed on failure; the ViT goldens show ~4e-7); losses 1e-6; the codebook after one EMA update
@@ -85,7 +85,7 @@ TEST(GoldenVqkd, ConvertedWeightsTokenisePhotosLikePython) {
   std::vector<cv::Mat> crops;
   std::stringstream names(fx.f.metadata.at("photos"));
   for (std::string name; std::getline(names, name, ',');) {
-    auto img = data::decode_rgb("/usr/share/doc/opencv-doc/examples/data/" + name);
+    auto img = data::decode_rgb(test::photos_dir() / name);
     crops.push_back(img(cv::Rect((img.cols - 32) / 2, (img.rows - 32) / 2, 32, 32)).clone());
   }
   auto pixels = data::to_uint8_batch(crops);
@@ -118,16 +118,14 @@ TEST(GoldenVqkdInterop, OurWeightsLoadStrictlyInTheOfficialLayout) {
     torch::NoGradGuard ng;
     ids = vq->get_tokens(fx.at("photos.pixels"));
   }
-  const auto dir = std::filesystem::temp_directory_path() / ("beitv2_interop_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
+  const test::TempDir tmp("interop");
+  const auto& dir = tmp.path();
   save_weights(*vq, dir / "ours.safetensors");
   write_safetensors(dir / "expect.safetensors", {{"pixels", fx.at("photos.pixels")}, {"ids", ids}});
   const std::string cmd = std::string(py) + " " +
                           (test::source_dir() / "tests/reference/check_vqkd_interop.py").string() + " " +
                           (dir / "ours.safetensors").string() + " " + (dir / "expect.safetensors").string();
-  const int rc = std::system(cmd.c_str());
-  std::filesystem::remove_all(dir);
-  EXPECT_EQ(rc, 0) << cmd;
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference block-wise masking (SPEC.md §3.4): a plain-Python rendering of the official BEiT v2 generator
+"""Reference block-wise masking (docs/reference.md §3.4): a plain-Python rendering of the official BEiT v2 generator
 (microsoft/unilm beit2/masking_generator.py, MaskingGenerator), used by tests/unit/test_data.cpp to compare
 statistics with the C++ generator (data/masking.h).
 

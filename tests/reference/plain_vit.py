@@ -1,4 +1,4 @@
-"""A plain-PyTorch rendering of the BEiT ViT (SPEC.md §0), needing nothing but torch.
+"""A plain-PyTorch rendering of the BEiT ViT (docs/reference.md §0), needing nothing but torch.
 
 It exists so that the PyTorch side of a benchmark can run on the very same torch build that the C++ links
 (the build environment has no torchvision, hence no timm). `python tests/reference/plain_vit.py --check`

@@ -1,8 +1,9 @@
-"""A PyTorch rendering of VQ-KD (SPEC.md §1) for golden fixtures, converter tests (reference env) and benchmarks.
+"""A PyTorch rendering of VQ-KD (docs/reference.md §1) for golden fixtures, converter tests (reference env) and
+benchmarks.
 
 Encoder and decoder are timm 1.0.29 `Beit` models (the reference ViT; patch tokens = fc_norm of every patch
-token, as the official `return_patch_tokens=True`); the quantizer is written here from SPEC.md §1.3 in the
-official form (one-hot matmuls, argmin of ||z||²+||e||²−2z·e). State-dict names are the official ones.
+token, as the official `return_patch_tokens=True`); the quantizer is written here from docs/reference.md §1.3 in
+the official form (one-hot matmuls, argmin of ||z||²+||e||²−2z·e). State-dict names are the official ones.
 """
 import os
 import sys

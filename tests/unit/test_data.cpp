@@ -16,7 +16,6 @@
 #include <numeric>
 #include <set>
 #include <thread>
-#include <unistd.h>
 
 #include "beitv2/core/config_yaml.h"
 #include "beitv2/data.h"
@@ -27,20 +26,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace beitv2::data;
-
-/// A fresh temporary folder, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) {
-    path = fs::temp_directory_path() / ("beitv2_data_" + std::to_string(::getpid()) + "_" + name);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 /// Any python3 runs the reference algorithms (standard library only); the build env's is preferred.
 std::string python() {
@@ -162,7 +147,7 @@ TEST(DataRng, PythonRoundingHalvesToEven) {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Block-wise masking (SPEC §3.4)
+// Block-wise masking (docs/reference.md §3.4)
 // ---------------------------------------------------------------------------------------------------------
 
 TEST(DataMasking, ExactlyTheRequestedCountForAnyGrid) {
@@ -199,14 +184,14 @@ TEST(DataMasking, StatisticsMatchTheOfficialAlgorithm) {
   struct Case {
     int64_t h, w, num, min_patches;
   };
-  TempDir tmp("masking");
+  test::TempDir tmp("masking");
   for (const Case& c : std::vector<Case>{{14, 14, 75, 16}, {6, 9, 20, 4}}) {
     const int draws = 10000;
     const auto ref = run_reference(
         "masking_ref.py",
         c10::str("--height ", c.h, " --width ", c.w, " --num ", c.num, " --min-patches ", c.min_patches,
                  " --draws ", draws, " --seed 1"),
-        tmp.path / "mask.json");
+        tmp.path() / "mask.json");
     ASSERT_FALSE(ref.is_null());
     ASSERT_EQ(ref["exact"].get<int>(), draws);
 
@@ -271,14 +256,14 @@ TEST(DataCrop, BoxStatisticsMatchTorchvision) {
     int h, w;
     double s0, s1;
   };
-  TempDir tmp("crop");
+  test::TempDir tmp("crop");
   const int draws = 20000;
   for (const Case& c : std::vector<Case>{{375, 500, 0.08, 1.0}, {224, 224, 0.2, 1.0}, {28, 28, 0.08, 1.0},
                                          {100, 1000, 0.08, 1.0}}) {
     const auto ref = run_reference("crop_ref.py",
                                    c10::str("--height ", c.h, " --width ", c.w, " --scale ", c.s0, " ", c.s1,
                                             " --draws ", draws, " --seed 2"),
-                                   tmp.path / "crop.json");
+                                   tmp.path() / "crop.json");
     ASSERT_FALSE(ref.is_null());
     std::array<std::vector<double>, 5> ours, theirs;  // top, left, height, width, aspect w/h
     int fallbacks = 0;
@@ -332,6 +317,13 @@ TEST(DataTransforms, GeometryAndRounding) {
   EXPECT_EQ(resize_shorter(img, 64, cv::INTER_CUBIC).size(), cv::Size(86, 64));
   EXPECT_EQ(EvalTransform{}.resize_size(), 256);
   EXPECT_EQ(EvalTransform{}(random_rgb(300, 400, 2)).size(), cv::Size(224, 224));
+  EvalTransform explicit_resize;  // an explicit shorter side overrides crop_pct
+  explicit_resize.crop = 32;
+  explicit_resize.resize = 40;
+  EXPECT_EQ(explicit_resize.resize_size(), 40);
+  EXPECT_EQ(explicit_resize(img).size(), cv::Size(32, 32));
+  explicit_resize.resize = 20;
+  EXPECT_THROW(explicit_resize.validate(), ConfigError);
   cv::Mat f = img.clone();
   hflip_(f);
   EXPECT_EQ(f.at<cv::Vec3b>(3, 0), img.at<cv::Vec3b>(3, 49));
@@ -468,9 +460,9 @@ TEST(DataTransforms, RandomErasingIsPerImageAndDeterministic) {
 // ---------------------------------------------------------------------------------------------------------
 
 TEST(DataDataset, ImageFolderFolderAndListFile) {
-  TempDir tmp("datasets");
-  const auto root = make_image_folder(tmp.path / "train", 2);
-  write_bytes(tmp.path / "train" / "README.txt", "not an image, not in a class folder");
+  test::TempDir tmp("datasets");
+  const auto root = make_image_folder(tmp.path() / "train", 2);
+  write_bytes(tmp.path() / "train" / "README.txt", "not an image, not in a class folder");
   const auto ds = ImageDataset::image_folder(root);
   EXPECT_EQ(ds.size(), 6);
   EXPECT_EQ(ds.class_names(), (std::vector<std::string>{"a_dog", "b_cat", "c_eel"}));  // sorted folder names
@@ -479,22 +471,22 @@ TEST(DataDataset, ImageFolderFolderAndListFile) {
   EXPECT_EQ(ds.label(5), 2);
   EXPECT_NE(ds.summary().find("6 images, 3 classes"), std::string::npos) << ds.summary();
 
-  const auto flat = ImageDataset::folder(tmp.path);
+  const auto flat = ImageDataset::folder(tmp.path());
   EXPECT_EQ(flat.size(), 6);
   EXPECT_FALSE(flat.labelled());
   EXPECT_EQ(flat.label(3), -1);
 
   // List file: relative paths resolve against the list's folder; labels on all lines.
-  fs::create_directories(tmp.path / "lists");
-  write_bytes(tmp.path / "lists" / "l.txt", "# comment\n../train/a_dog/img0.png 4\n\n  ../train/b_cat/img1.png\t1 \n");
-  const auto lst = ImageDataset::list_file(tmp.path / "lists" / "l.txt");
+  fs::create_directories(tmp.path() / "lists");
+  write_bytes(tmp.path() / "lists" / "l.txt", "# comment\n../train/a_dog/img0.png 4\n\n  ../train/b_cat/img1.png\t1 \n");
+  const auto lst = ImageDataset::list_file(tmp.path() / "lists" / "l.txt");
   EXPECT_EQ(lst.size(), 2);
   EXPECT_EQ(lst.label(0), 4);
   EXPECT_EQ(lst.label(1), 1);
   EXPECT_EQ(lst.num_classes(), 5);
   EXPECT_EQ(lst.load(1).size(), cv::imread(lst.path(1).string()).size());
-  write_bytes(tmp.path / "lists" / "u.txt", (root / "c_eel" / "img0.png").string() + "\n");
-  EXPECT_FALSE(ImageDataset::list_file(tmp.path / "lists" / "u.txt").labelled());
+  write_bytes(tmp.path() / "lists" / "u.txt", (root / "c_eel" / "img0.png").string() + "\n");
+  EXPECT_FALSE(ImageDataset::list_file(tmp.path() / "lists" / "u.txt").labelled());
 
   auto error_of = [](auto&& f) -> std::string {
     try {
@@ -505,26 +497,26 @@ TEST(DataDataset, ImageFolderFolderAndListFile) {
     return "no error";
   };
   // Clear errors, before training: missing root, empty dataset, empty class, missing listed files, mixed labels.
-  EXPECT_NE(error_of([&] { ImageDataset::image_folder(tmp.path / "nope"); }).find("nope: no such directory"),
+  EXPECT_NE(error_of([&] { ImageDataset::image_folder(tmp.path() / "nope"); }).find("nope: no such directory"),
             std::string::npos);
-  fs::create_directories(tmp.path / "empty");
-  EXPECT_NE(error_of([&] { ImageDataset::folder(tmp.path / "empty"); }).find("no image files"), std::string::npos);
-  EXPECT_NE(error_of([&] { ImageDataset::image_folder(tmp.path / "empty"); }).find("no class folders"),
+  fs::create_directories(tmp.path() / "empty");
+  EXPECT_NE(error_of([&] { ImageDataset::folder(tmp.path() / "empty"); }).find("no image files"), std::string::npos);
+  EXPECT_NE(error_of([&] { ImageDataset::image_folder(tmp.path() / "empty"); }).find("no class folders"),
             std::string::npos);
   fs::create_directories(root / "d_void");
   EXPECT_NE(error_of([&] { ImageDataset::image_folder(root); }).find("d_void: class folder holds no image"),
             std::string::npos);
-  write_bytes(tmp.path / "lists" / "missing.txt", "../train/a_dog/img0.png 0\ngone.jpg 1\nalso_gone.png 2\n");
-  const auto miss = error_of([&] { ImageDataset::list_file(tmp.path / "lists" / "missing.txt"); });
+  write_bytes(tmp.path() / "lists" / "missing.txt", "../train/a_dog/img0.png 0\ngone.jpg 1\nalso_gone.png 2\n");
+  const auto miss = error_of([&] { ImageDataset::list_file(tmp.path() / "lists" / "missing.txt"); });
   EXPECT_NE(miss.find("2 of 3 listed files do not exist"), std::string::npos) << miss;
   EXPECT_NE(miss.find("line 2: "), std::string::npos) << miss;
   EXPECT_NE(miss.find("gone.jpg"), std::string::npos) << miss;
-  write_bytes(tmp.path / "lists" / "mixed.txt", "../train/a_dog/img0.png 0\n../train/a_dog/img1.png\n");
-  EXPECT_NE(error_of([&] { ImageDataset::list_file(tmp.path / "lists" / "mixed.txt"); })
+  write_bytes(tmp.path() / "lists" / "mixed.txt", "../train/a_dog/img0.png 0\n../train/a_dog/img1.png\n");
+  EXPECT_NE(error_of([&] { ImageDataset::list_file(tmp.path() / "lists" / "mixed.txt"); })
                 .find("mixed.txt:2: has no label"),
             std::string::npos);
-  write_bytes(tmp.path / "lists" / "none.txt", "# nothing\n");
-  EXPECT_NE(error_of([&] { ImageDataset::list_file(tmp.path / "lists" / "none.txt"); }).find("names no files"),
+  write_bytes(tmp.path() / "lists" / "none.txt", "# nothing\n");
+  EXPECT_NE(error_of([&] { ImageDataset::list_file(tmp.path() / "lists" / "none.txt"); }).find("names no files"),
             std::string::npos);
   EXPECT_THROW(ImageDataset::open("parquet", root), ConfigError);
   EXPECT_THROW(parse_decode_policy("ignore"), ConfigError);
@@ -562,36 +554,36 @@ int write_corrupt_set(const fs::path& dir) {
 }
 
 TEST(DataDecode, CorruptAndTruncatedFilesAreRejectedNamingTheFile) {
-  TempDir tmp("decode");
-  write_corrupt_set(tmp.path);
-  EXPECT_EQ(load_rgb(tmp.path / "good.png").size(), cv::Size(48, 40));
-  EXPECT_EQ(load_rgb(tmp.path / "good.jpg").type(), CV_8UC3);
-  EXPECT_EQ(load_rgb(tmp.path / "good_grey.png").at<cv::Vec3b>(0, 0), cv::Vec3b(7, 7, 7));
-  EXPECT_EQ(load_rgb(tmp.path / "good_progressive.jpg").size(), cv::Size(48, 40));
-  EXPECT_EQ(load_rgb(tmp.path / "good_restart.jpg").size(), cv::Size(48, 40));
+  test::TempDir tmp("decode");
+  write_corrupt_set(tmp.path());
+  EXPECT_EQ(load_rgb(tmp.path() / "good.png").size(), cv::Size(48, 40));
+  EXPECT_EQ(load_rgb(tmp.path() / "good.jpg").type(), CV_8UC3);
+  EXPECT_EQ(load_rgb(tmp.path() / "good_grey.png").at<cv::Vec3b>(0, 0), cv::Vec3b(7, 7, 7));
+  EXPECT_EQ(load_rgb(tmp.path() / "good_progressive.jpg").size(), cv::Size(48, 40));
+  EXPECT_EQ(load_rgb(tmp.path() / "good_restart.jpg").size(), cv::Size(48, 40));
   // Every photo of the opencv-doc set decodes (none is mistaken for a truncated file).
-  const auto photos = ImageDataset::folder("/usr/share/doc/opencv-doc/examples/data");
+  const auto photos = ImageDataset::folder(test::photos_dir());
   for (int64_t i = 0; i < photos.size(); ++i) EXPECT_NO_THROW(photos.load(i)) << photos.path(i);
   for (const char* bad : {"truncated.jpg", "truncated_tail.jpg", "truncated.png", "header_only.jpg",
                           "corrupt_idat.png", "garbage.jpg", "empty.png", "text.png", "missing.png"}) {
     try {
-      load_rgb(tmp.path / bad);
+      load_rgb(tmp.path() / bad);
       ADD_FAILURE() << bad << " decoded";
     } catch (const DecodeError& e) {
-      EXPECT_NE(std::string(e.what()).find((tmp.path / bad).string() + ": "), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find((tmp.path() / bad).string() + ": "), std::string::npos) << e.what();
     }
   }
   // Header sizes without decoding.
-  std::ifstream f(tmp.path / "good.jpg", std::ios::binary);
+  std::ifstream f(tmp.path() / "good.jpg", std::ios::binary);
   const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), {});
   EXPECT_EQ(peek_image_size(bytes).height, 40);
   EXPECT_EQ(peek_image_size(bytes).width, 48);
 }
 
 TEST(DataDecode, LoaderSkipsAndCountsBadFilesOrFailsNamingThem) {
-  TempDir tmp("skip");
-  const int bad = write_corrupt_set(tmp.path / "x");
-  auto ds = std::make_shared<const ImageDataset>(ImageDataset::folder(tmp.path));
+  test::TempDir tmp("skip");
+  const int bad = write_corrupt_set(tmp.path() / "x");
+  auto ds = std::make_shared<const ImageDataset>(ImageDataset::folder(tmp.path()));
   ASSERT_EQ(ds->size(), 13);
   TrainTransform t;
   t.crop.size = 8;
@@ -625,7 +617,7 @@ TEST(DataDecode, LoaderSkipsAndCountsBadFilesOrFailsNamingThem) {
     }
     FAIL() << "no error with decode policy fail";
   } catch (const DecodeError& e) {
-    EXPECT_NE(std::string(e.what()).find(tmp.path.string() + "/x/"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(tmp.path().string() + "/x/"), std::string::npos) << e.what();
   }
 }
 
@@ -658,8 +650,8 @@ void expect_same_batches(const std::vector<Batch>& a, const std::vector<Batch>& 
 }
 
 TEST(DataLoader, IdenticalBatchesWhateverTheWorkerCount) {
-  TempDir tmp("determinism");
-  auto ds = std::make_shared<const ImageDataset>(ImageDataset::image_folder(make_image_folder(tmp.path, 8)));
+  test::TempDir tmp("determinism");
+  auto ds = std::make_shared<const ImageDataset>(ImageDataset::image_folder(make_image_folder(tmp.path(), 8)));
   TwoViewTransform two;
   two.size = 16;
   two.second_size = 8;
@@ -786,8 +778,8 @@ TEST(DataLoader, OrderMatchesTorchDistributedSampler) {
   std::string exe = (fs::path(home ? home : "") / ".cache/beitv2/build-env/bin/python").string();
   if (py && fs::exists(py)) exe = py;
   if (!fs::exists(exe)) GTEST_SKIP() << "no build-env python with torch (BEITV2_BUILD_PYTHON)";
-  TempDir tmp("sampler");
-  const auto out = tmp.path / "order.txt";
+  test::TempDir tmp("sampler");
+  const auto out = tmp.path() / "order.txt";
   const std::string cmd = exe +
                           " -c \"import torch.utils.data as d; s = d.DistributedSampler(range(103), num_replicas=4, "
                           "rank=1, shuffle=True, seed=11); s.set_epoch(5); print(' '.join(map(str, s)))\" > " +
@@ -830,9 +822,9 @@ TEST(DataLoader, WorkerExceptionReachesTheCallerNamingTheFile) {
       },
       std::runtime_error);
   // Invalid transform settings are rejected when the pipeline is built, before any work.
-  TempDir tmp("transform_error");
-  write_rgb(tmp.path / "tiny.png", random_rgb(4, 4, 1));
-  auto ds = std::make_shared<const ImageDataset>(ImageDataset::folder(tmp.path));
+  test::TempDir tmp("transform_error");
+  write_rgb(tmp.path() / "tiny.png", random_rgb(4, 4, 1));
+  auto ds = std::make_shared<const ImageDataset>(ImageDataset::folder(tmp.path()));
   TwoViewTransform two;
   two.size = 0;
   EXPECT_THROW(pretrain_sample_fn(ds, two, MaskingGenerator(MaskingOptions{})), ConfigError);

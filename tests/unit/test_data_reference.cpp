@@ -12,7 +12,6 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
-#include <unistd.h>
 
 #include "beitv2/data.h"
 #include "common.h"
@@ -43,23 +42,17 @@ class DataGoldenPil : public ::testing::Test {
     const char* py = std::getenv("BEITV2_REF_PYTHON");
     if (!py || !fs::exists(py)) GTEST_SKIP() << "BEITV2_REF_PYTHON not set: no reference environment";
     python_ = py;
-    dir_ = fs::temp_directory_path() / ("beitv2_pil_" + std::to_string(::getpid()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
     // a: small random structured image (odd sizes); b: a real photo crop; c: low contrast (for autocontrast).
     cv::Mat a(37, 53, CV_8UC3);
     cv::RNG rng(3);
     rng.fill(a, cv::RNG::UNIFORM, 0, 256);
     cv::GaussianBlur(a, a, cv::Size(5, 5), 0);
     images_["a"] = a;
-    images_["b"] = load_rgb("/usr/share/doc/opencv-doc/examples/data/baboon.jpg")(cv::Rect(100, 80, 200, 150)).clone();
+    images_["b"] = load_rgb(test::photos_dir() / "baboon.jpg")(cv::Rect(100, 80, 200, 150)).clone();
     cv::Mat c;
     images_["b"].convertTo(c, CV_8UC3, 0.35, 60);
     images_["c"] = c;
     for (const auto& [k, v] : images_) write_png(dir_ / (k + ".png"), v);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
   }
 
   void add(const std::string& input, nlohmann::json spec, std::function<cv::Mat(const cv::Mat&)> ours,
@@ -84,7 +77,7 @@ class DataGoldenPil : public ::testing::Test {
     for (const auto& e : extra_) all.push_back(e);
     std::ofstream(dir_ / "jobs.json") << all.dump();
     const std::string cmd = python_ + " " + (test::source_dir() / "tests/reference/pil_ops_ref.py").string() +
-                            " --dir " + dir_.string();
+                            " --dir " + dir_.path().string();
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
     for (const auto& j : jobs_) {
       const cv::Mat ours = j.ours();
@@ -106,7 +99,7 @@ class DataGoldenPil : public ::testing::Test {
   }
 
   std::string python_;
-  fs::path dir_;
+  test::TempDir dir_{"pil"};  // the images, the job list and the reference outputs
   std::map<std::string, cv::Mat> images_;
   std::vector<Job> jobs_;
   std::vector<nlohmann::json> extra_;

@@ -11,10 +11,6 @@ namespace {
 
 class Io : public test::Seeded {};
 
-std::filesystem::path tmp(const std::string& name) {
-  return std::filesystem::temp_directory_path() / ("beitv2_" + std::to_string(::getpid()) + "_" + name);
-}
-
 TEST_F(Io, SafetensorsRoundTripsEveryDtype) {
   TensorMap in{
       {"f32", torch::randn({3, 4})},
@@ -31,10 +27,10 @@ TEST_F(Io, SafetensorsRoundTripsEveryDtype) {
       {"empty", torch::zeros({0, 4})},
       {"strided", torch::randn({4, 6}).t()},
   };
-  const auto p = tmp("all.safetensors");
+  test::TempDir tmp("io");
+  const auto p = tmp / "all.safetensors";
   write_safetensors(p, in, {{"who", "test"}});
   auto out = read_safetensors(p);
-  std::filesystem::remove(p);
   EXPECT_EQ(out.metadata.at("who"), "test");
   ASSERT_EQ(out.tensors.size(), in.size());
   for (const auto& [k, v] : in) {
@@ -133,7 +129,7 @@ TEST_F(Io, StrictLoadReportsEveryProblemAtOnce) {
 
 // ---- images ----
 
-const std::filesystem::path kPhotos = "/usr/share/doc/opencv-doc/examples/data";
+const std::filesystem::path kPhotos = test::photos_dir();
 
 TEST(Images, DecodesRealPhotosToRgb) {
   auto files = data::list_images(kPhotos);
@@ -161,7 +157,8 @@ TEST(Images, GreyImagesBecomeThreeChannels) {
 }
 
 TEST(Images, ErrorsNameTheFile) {
-  const auto p = tmp("broken.jpg");
+  test::TempDir tmp("images");
+  const auto p = tmp / "broken.jpg";
   std::ofstream(p) << "not a jpeg";
   try {
     data::decode_rgb(p);
@@ -169,7 +166,6 @@ TEST(Images, ErrorsNameTheFile) {
   } catch (const IoError& e) {
     EXPECT_NE(std::string(e.what()).find(p.string() + ": cannot decode"), std::string::npos);
   }
-  std::filesystem::remove(p);
   EXPECT_THROW(data::decode_rgb("/nonexistent.png"), IoError);
   EXPECT_THROW(data::list_images("/nonexistent-dir"), IoError);
 }

@@ -56,7 +56,7 @@ TEST_F(Vit, EveryRegisteredModelBuildsWithTheExpectedSize) {
   EXPECT_EQ(expected_params(vit_preset("vit_base_patch16_224")), 85798656 - 12 * 768);
   auto base = vit_preset("beitv2_base_patch16_224");
   base.num_classes = 1000;
-  EXPECT_NEAR(expected_params(base) / 1e6, 86.5, 0.1);  // SPEC §6: 86.5M
+  EXPECT_NEAR(expected_params(base) / 1e6, 86.5, 0.1);  // docs/reference.md §6: 86.5M
 }
 
 TEST(Registry, UnknownNameListsKnownOnes) {
@@ -150,10 +150,9 @@ TEST_F(Vit, SaveLoadRoundTripAndDeterministicEval) {
   auto c = tiny(true);
   c.drop_path_rate = 0.1;
   VisionTransformer a(c), b(c);
-  const auto path = std::filesystem::temp_directory_path() / "beitv2_roundtrip.safetensors";
-  save_weights(*a, path);
-  load_weights(*b, path);
-  std::filesystem::remove(path);
+  test::TempDir tmp("roundtrip");
+  save_weights(*a, tmp / "vit.safetensors");
+  load_weights(*b, tmp / "vit.safetensors");
   a->eval();
   b->eval();
   auto x = torch::randn({2, 3, 32, 32});
@@ -200,10 +199,11 @@ TEST_F(Vit, NoWeightDecayAndLayerIds) {
 
 // ---- config from YAML ----
 
+/// Writes `text` to a new file in a folder removed at exit.
 std::filesystem::path write_yaml(const std::string& text) {
+  static const test::TempDir dir("cfg");
   static int n = 0;
-  auto p = std::filesystem::temp_directory_path() / ("beitv2_cfg_" + std::to_string(::getpid()) + "_" +
-                                                     std::to_string(n++) + ".yaml");
+  auto p = dir / ("model_" + std::to_string(n++) + ".yaml");
   std::ofstream(p) << text;
   return p;
 }

@@ -9,7 +9,7 @@ using test::close;
 class Nn : public test::Seeded {};
 
 TEST_F(Nn, RelativePositionIndexMatchesSpecFormula) {
-  // SPEC §0 for a 14x14 window, checked element by element against the written-out rule.
+  // docs/reference.md §0 for a 14x14 window, checked element by element against the written-out rule.
   const int64_t W = 14, N = W * W + 1;
   auto index = relative_position_index(W, W);
   ASSERT_EQ(index.sizes(), torch::IntArrayRef({N, N}));

@@ -18,7 +18,7 @@ torch::Tensor unit(const torch::Tensor& t) {
 
 // A quantizer over `codes` (n, d), already initialised.
 nn::NormEMAVectorQuantizer with_codebook(const torch::Tensor& codes, int64_t restart_steps = 0) {
-  nn::NormEMAVectorQuantizer q(nn::VectorQuantizerOptions(codes.size(0), codes.size(1))
+  nn::NormEMAVectorQuantizer q(nn::NormEMAVectorQuantizerOptions(codes.size(0), codes.size(1))
                                    .kmeans_init(true)
                                    .dead_code_restart_steps(restart_steps));
   torch::NoGradGuard ng;
@@ -79,7 +79,7 @@ TEST_F(Vq, TrainingEmaUpdateByHand) {
 }
 
 TEST_F(Vq, KMeansInitOnFirstForward) {
-  nn::NormEMAVectorQuantizer q(nn::VectorQuantizerOptions(8, 4));
+  nn::NormEMAVectorQuantizer q(nn::NormEMAVectorQuantizerOptions(8, 4));
   EXPECT_EQ(q->embedding->initted.item<float>(), 0.0f);
   EXPECT_EQ(q->embedding->weight.abs().sum().item<float>(), 0.0f);
   q->train();
@@ -194,7 +194,7 @@ TEST_F(Vq, DeadCodeRestartIsOffByDefaultAndRevivesWhenOn) {
 class Vqkd : public test::Seeded {};
 
 TEST_F(Vqkd, OfficialTokenizersHaveTheOfficialNamesAndShapes) {
-  // SPEC.md §7, written out.
+  // docs/reference.md §7, written out.
   auto expected = [](int64_t dec_depth, int64_t out_dim) {
     std::map<std::string, std::vector<int64_t>> m;
     auto tower = [&m](const std::string& p, int64_t depth, int64_t in_chans, int64_t patch) {
@@ -289,7 +289,8 @@ TEST_F(Vqkd, LearnsToReconstructAFixedTarget) {
 }
 
 TEST(VqkdYaml, PresetWithTowerOverridesAndDerivedDecoder) {
-  auto p = std::filesystem::temp_directory_path() / ("beitv2_vqkd_" + std::to_string(::getpid()) + ".yaml");
+  test::TempDir tmp("vqkd_yaml");
+  const auto p = tmp / "model.yaml";
   std::ofstream(p) << "model:\n  preset: vqkd_test_tiny\n  code_dim: 4\n  encoder:\n    depth: 3\n  decoder:\n"
                       "    preset: vit_test_tiny\n    depth: 2\n";
   auto root = load_yaml_file(p.string());
@@ -311,7 +312,6 @@ TEST(VqkdYaml, PresetWithTowerOverridesAndDerivedDecoder) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("must be 0"), std::string::npos) << e.what();
   }
-  std::filesystem::remove(p);
 }
 
 }  // namespace

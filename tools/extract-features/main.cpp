@@ -57,24 +57,24 @@ int run(const Args& a) {
   int64_t n_params = 0;
   for (const auto& p : vit->parameters()) n_params += p.numel();
 
-  auto files = data::list_images(a.images);
-  if (a.max_images > 0 && static_cast<int64_t>(files.size()) > a.max_images) files.resize(a.max_images);
-  const int crop = static_cast<int>(cfg.img_size);
-  const int resize = crop * 256 / 224;  // the standard eval resize ratio
-  log::info(c10::str("model ", model_name, " (", n_params / 1e6, "M params), ", files.size(), " images from ",
-                     a.images, ", ", a.threads, " threads, batch ", a.batch));
+  const auto images = data::ImageDataset::folder(a.images);
+  const int64_t count = a.max_images > 0 ? std::min(images.size(), a.max_images) : images.size();
+  data::EvalTransform eval;  // resize crop * 256 / 224 (the standard eval ratio), bicubic centre crop
+  eval.crop = static_cast<int>(cfg.img_size);
+  eval.validate();
+  log::info(c10::str("model ", model_name, " (", n_params / 1e6, "M params), ", count, " images from ", a.images,
+                     ", ", a.threads, " threads, batch ", a.batch));
 
   torch::InferenceMode guard;
   std::vector<torch::Tensor> feats;
   double t_decode = 0, t_forward = 0;
   int64_t skipped = 0;
-  for (size_t i = 0; i < files.size(); i += a.batch) {
+  for (int64_t i = 0; i < count; i += a.batch) {
     auto t0 = std::chrono::steady_clock::now();
     std::vector<cv::Mat> imgs;
-    for (size_t j = i; j < std::min(files.size(), i + a.batch); ++j) {
+    for (int64_t j = i; j < std::min(count, i + a.batch); ++j) {
       try {
-        imgs.push_back(data::resize_center_crop(data::decode_rgb(files[j]), resize, crop,
-                                                data::parse_interpolation("bicubic")));
+        imgs.push_back(eval(images.load(j)));
       } catch (const IoError& e) {
         log::warn(std::string("skipping ") + e.what());
         ++skipped;

@@ -5,8 +5,9 @@
 //
 // The tokenizer's architecture: --config (a YAML model section), --tokenizer (a registered name), or, for a
 // tokenizer.safetensors written by train-vqkd, the config stored in its metadata.
-// Images: a folder (recursive) or --list FILE (one path per line; a second column is ignored). Each image is
-// resized (shorter side to --resize, bicubic) and centre-cropped to the tokenizer's input size.
+// Images: a folder (recursive) or --list FILE (the data layer's list format: "path [label]" per line, relative
+// paths against the list's folder, labels ignored). Each image goes through the evaluation transform: shorter
+// side resized to --resize (bicubic), centre-cropped to the tokenizer's input size. Unreadable images are skipped.
 // Output by extension: .jsonl (one {"path", "tokens": [...]} per image) or .safetensors ("tokens" (N, L)
 // int64, paths in the metadata).
 #include <CLI/CLI.hpp>
@@ -14,7 +15,6 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <fstream>
 #include <iostream>
 #include <thread>
 
@@ -34,19 +34,6 @@ struct Args {
   int64_t batch = 16;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 };
-
-std::vector<std::filesystem::path> read_list(const std::string& file) {
-  std::ifstream in(file);
-  if (!in) throw beitv2::IoError(file + ": cannot open image list");
-  std::vector<std::filesystem::path> out;
-  for (std::string line; std::getline(in, line);) {
-    std::istringstream ss(line);
-    std::string path;
-    if (ss >> path && path[0] != '#') out.emplace_back(path);
-  }
-  if (out.empty()) throw beitv2::IoError(file + ": image list is empty");
-  return out;
-}
 
 int run(const Args& a, bool tokenizer_given) {
   using namespace beitv2;
@@ -81,24 +68,26 @@ int run(const Args& a, bool tokenizer_given) {
   }
   vq->eval();
 
-  const auto files = a.list.empty() ? data::list_images(a.images) : read_list(a.list);
-  const int crop = static_cast<int>(cfg.encoder.img_size);
-  const int resize = a.resize > 0 ? a.resize : crop * 256 / 224;
-  const int interp = data::parse_interpolation("bicubic");
-  log::info(c10::str(files.size(), " images, tokenizer ", label, ", resize ",
-                     resize, " crop ", crop, ", ", a.threads, " threads"));
+  const auto images =
+      a.list.empty() ? data::ImageDataset::folder(a.images) : data::ImageDataset::list_file(a.list);
+  data::EvalTransform eval;
+  eval.crop = static_cast<int>(cfg.encoder.img_size);
+  eval.resize = std::max(0, a.resize);  // 0: crop * 256 / 224
+  eval.validate();
+  log::info(c10::str(images.size(), " images, tokenizer ", label, ", resize ", eval.resize_size(), " crop ",
+                     eval.crop, ", ", a.threads, " threads"));
 
   std::vector<std::string> paths;
   std::vector<torch::Tensor> ids;
   int64_t skipped = 0;
   auto t0 = std::chrono::steady_clock::now();
   torch::InferenceMode guard;
-  for (size_t i = 0; i < files.size(); i += a.batch) {
+  for (int64_t i = 0; i < images.size(); i += a.batch) {
     std::vector<cv::Mat> imgs;
-    for (size_t j = i; j < std::min(files.size(), i + a.batch); ++j) {
+    for (int64_t j = i; j < std::min(images.size(), i + a.batch); ++j) {
       try {
-        imgs.push_back(data::resize_center_crop(data::decode_rgb(files[j]), resize, crop, interp));
-        paths.push_back(files[j].string());
+        imgs.push_back(eval(images.load(j)));
+        paths.push_back(images.path(j).string());
       } catch (const IoError& e) {
         log::warn(std::string("skipping ") + e.what());
         ++skipped;

@@ -4,7 +4,7 @@
 namespace beitv2 {
 
 /// RAII: autocast off on CPU and CUDA until scope exit, then the previous state (an fp32 island, e.g. the
-/// VQ-KD task layer and quantizer, SPEC.md §1.2–1.3).
+/// VQ-KD task layer and quantizer, docs/reference.md §1.2–1.3).
 class AutocastOff {
  public:
   AutocastOff();

@@ -33,6 +33,10 @@ class AtomicFile {
   int fd_ = -1;
 };
 
+/// Flushes a file or a directory (its entries) to disk; an empty path means the current directory. Best effort:
+/// a path that cannot be opened (some filesystems refuse directory fds) is skipped silently.
+void fsync_path(const std::filesystem::path& path);
+
 /// Reads a whole file; throws IoError naming it.
 std::string read_file(const std::filesystem::path& path);
 

@@ -1,5 +1,5 @@
 #pragma once
-// Block-wise masking for masked image modelling (SPEC.md §3.4; official beit2/masking_generator.py).
+// Block-wise masking for masked image modelling (docs/reference.md §3.4; official beit2/masking_generator.py).
 //
 // Rectangles of random area and aspect are masked until the budget is reached, then exactly
 // `num_masking_patches` positions are kept by randomly unmasking extra cells (or masking more) at the end.

@@ -1,10 +1,11 @@
 #pragma once
 // Ready-made sample functions for the Loader: decode a dataset file, transform it, attach label and mask.
 //
-//   pretrain_sample_fn   BEiT v2 MIM: two views (student, tokenizer) + block-wise mask + label   (SPEC §3.4, §3.5)
-//   train_sample_fn      VQ-KD tokenizer training / linear probe: one view + label              (SPEC §2)
-//   finetune_sample_fn   fine-tuning: one RandAugment'ed view + label (RandomErasing on device) (SPEC §5)
+//   pretrain_sample_fn   BEiT v2 MIM: two views (student, tokenizer) + block-wise mask + label   (§3.4, §3.5)
+//   train_sample_fn      VQ-KD tokenizer training / linear probe: one view + label              (§2)
+//   finetune_sample_fn   fine-tuning: one RandAugment'ed view + label (RandomErasing on device) (§5)
 //   eval_sample_fn       evaluation: Resize + CenterCrop, one view + label
+// (§ = sections of docs/reference.md.)
 //
 // Errors other than DecodeError are rethrown as std::runtime_error("<file>: <message>"), so the loader's
 // caller learns which file failed.

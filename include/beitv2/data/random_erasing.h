@@ -1,5 +1,5 @@
 #pragma once
-// Random erasing for fine-tuning (timm/data/random_erasing.py; SPEC.md §5: p 0.25, mode 'pixel', count 1).
+// Random erasing for fine-tuning (timm/data/random_erasing.py; docs/reference.md §5: p 0.25, mode 'pixel', count 1).
 //
 // It runs AFTER normalisation, so it works on the normalised float batch on the device, once per batch:
 //   x = normalize_images(batch.images[0].to(device), mean, std);

@@ -1,16 +1,16 @@
 #pragma once
 // Random and deterministic image transforms on uint8 RGB images (cv::Mat CV_8UC3), with an explicit Rng.
 //
-// Semantics are torchvision's on PIL images (the reference pipelines of SPEC.md §2, §3.5, §5); pixel operations
-// are Pillow's (data/pil_ops.h). Each random transform takes the sample's Rng (data/rng.h), so a sample's
+// Semantics are torchvision's on PIL images (the reference pipelines of docs/reference.md §2, §3.5, §5); pixel
+// operations are Pillow's (data/pil_ops.h). Each random transform takes the sample's Rng (data/rng.h), so a sample's
 // augmentation depends only on (seed, epoch, index).
 //
-// Pipelines:
-//   TrainTransform    VQ-KD training / linear probe: [ColorJitter] -> RandomResizedCrop -> hflip   (SPEC §2)
-//   TwoViewTransform  BEiT v2 pretraining: ColorJitter(0.4) -> hflip -> one crop box, two sizes  (SPEC §3.5)
-//   FinetuneTransform fine-tuning: RandomResizedCrop -> hflip -> RandAugment                      (SPEC §5)
+// Pipelines (§ = sections of docs/reference.md):
+//   TrainTransform    VQ-KD training / linear probe: [ColorJitter] -> RandomResizedCrop -> hflip   (§2)
+//   TwoViewTransform  BEiT v2 pretraining: ColorJitter(0.4) -> hflip -> one crop box, two sizes  (§3.5)
+//   FinetuneTransform fine-tuning: RandomResizedCrop -> hflip -> RandAugment                      (§5)
 //                     (then, on the device: normalise, RandomErasing — data/random_erasing.h)
-//   EvalTransform     Resize(crop / crop_pct) -> CenterCrop(crop), bicubic                          (SPEC §2, §5)
+//   EvalTransform     Resize(crop / crop_pct) -> CenterCrop(crop), bicubic                          (§2, §5)
 // Normalisation is not done here: images travel as uint8 and are normalised on the device (normalize_images).
 
 #include <opencv2/core/mat.hpp>
@@ -56,7 +56,7 @@ void hflip_(cv::Mat& rgb);
 /// random order (a random permutation of the four), each factor ~ U[max(0, 1 - x), 1 + x]; Pillow's ImageEnhance.
 /// Hue jitter is not implemented (BEiT v2 uses 0).
 ///
-/// Example (SPEC §3.5): ColorJitter{0.4, 0.4, 0.4}.apply_(img, rng);
+/// Example (docs/reference.md §3.5): ColorJitter{0.4, 0.4, 0.4}.apply_(img, rng);
 struct ColorJitter {
   double brightness = 0.0;
   double contrast = 0.0;
@@ -82,7 +82,8 @@ struct RandomResizedCropOptions {
   }
 };
 
-/// Tokenizer training / linear probing (SPEC §2): [ColorJitter if enabled] -> RandomResizedCrop -> hflip.
+/// Tokenizer training / linear probing (docs/reference.md §2): [ColorJitter if enabled] -> RandomResizedCrop ->
+/// hflip.
 struct TrainTransform {
   RandomResizedCropOptions crop;
   double hflip = 0.5;   ///< flip probability
@@ -93,12 +94,12 @@ struct TrainTransform {
   void validate() const;
 };
 
-/// BEiT v2 pretraining views (SPEC §3.5, DataAugmentationForBEiT): ColorJitter(0.4, 0.4, 0.4) always, hflip 0.5,
-/// then ONE RandomResizedCrop box (scale (0.2, 1) in the recipe) resized to `size` with `interpolation` (the
-/// student view) and to `second_size` with `second_interpolation` (the tokenizer view).
-/// The flip is applied to both outputs instead of the input: mirror(crop(I, box)) = crop(mirror(I), box') with
-/// box' the mirrored box, which has the same distribution, so the views are distributed exactly as the
-/// reference's while skipping a full-size flip.
+/// BEiT v2 pretraining views (docs/reference.md §3.5, DataAugmentationForBEiT): ColorJitter(0.4, 0.4, 0.4)
+/// always, hflip 0.5, then ONE RandomResizedCrop box (scale (0.2, 1) in the recipe) resized to `size` with
+/// `interpolation` (the student view) and to `second_size` with `second_interpolation` (the tokenizer view).
+/// The flip is applied to both outputs instead of the input (docs/divergences.md D8): mirror(crop(I, box)) =
+/// crop(mirror(I), box') with box' the mirrored box, which has the same distribution, so the views are
+/// distributed exactly as the reference's while skipping a full-size flip.
 struct TwoViewTransform {
   ColorJitter jitter{0.4, 0.4, 0.4};
   double hflip = 0.5;
@@ -107,15 +108,15 @@ struct TwoViewTransform {
   int size = 224;
   int second_size = 224;
   int interpolation = cv::INTER_CUBIC;
-  int second_interpolation = cv::INTER_CUBIC;  ///< PRETRAINING.md: bicubic (the code's default is lanczos)
+  int second_interpolation = cv::INTER_CUBIC;  ///< beit2/PRETRAINING.md: bicubic (the code's default is lanczos)
 
   /// uint8 RGB -> {student view size x size, tokenizer view second_size x second_size}.
   std::pair<cv::Mat, cv::Mat> operator()(const cv::Mat& rgb, Rng& rng) const;
   void validate() const;
 };
 
-/// Fine-tuning (SPEC §5, timm create_transform): RandomResizedCrop(224, (0.08, 1), bicubic) -> hflip 0.5 ->
-/// RandAugment rand-m9-mstd0.5-inc1. Normalisation and RandomErasing follow on the device.
+/// Fine-tuning (docs/reference.md §5, timm create_transform): RandomResizedCrop(224, (0.08, 1), bicubic) ->
+/// hflip 0.5 -> RandAugment rand-m9-mstd0.5-inc1. Normalisation and RandomErasing follow on the device.
 struct FinetuneTransform {
   RandomResizedCropOptions crop;
   double hflip = 0.5;
@@ -125,13 +126,15 @@ struct FinetuneTransform {
   void validate() const;
 };
 
-/// Evaluation (SPEC §2, §5): Resize(int(crop / crop_pct)) (shorter side; 256 for 224) -> CenterCrop(crop).
+/// Evaluation (docs/reference.md §2, §5): Resize(int(crop / crop_pct)) (shorter side; 256 for 224) ->
+/// CenterCrop(crop).
 struct EvalTransform {
   int crop = 224;
   double crop_pct = 224.0 / 256.0;
   int interpolation = cv::INTER_CUBIC;
+  int resize = 0;  ///< shorter side before the crop, when given (>= crop); 0 = int(crop / crop_pct)
 
-  int resize_size() const { return static_cast<int>(crop / crop_pct); }
+  int resize_size() const { return resize > 0 ? resize : static_cast<int>(crop / crop_pct); }
   cv::Mat operator()(const cv::Mat& rgb) const;
   void validate() const;
 };

@@ -1,5 +1,5 @@
 #pragma once
-// Module <-> named tensors, by the official parameter names (SPEC.md §7).
+// Module <-> named tensors, by the official parameter names (docs/reference.md §7).
 
 #include <torch/nn/module.h>
 

@@ -1,7 +1,7 @@
 #pragma once
 // Vision Transformer as used by BEiT v2 and VQ-KD (official beit2/modeling_finetune.py `VisionTransformer`,
 // timm/models/beit.py `Beit`). Paper: Peng et al. 2022, arXiv 2208.06366; reference repo microsoft/unilm
-// beit2/ at 768a3c8. Parameter names are the official ones (SPEC.md §7), so state dicts map 1:1.
+// beit2/ at 768a3c8. Parameter names are the official ones (docs/reference.md §7), so state dicts map 1:1.
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -54,7 +54,7 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
 
   /// Parameter names excluded from weight decay by the official code: {cls_token, pos_embed} when present.
   std::set<std::string> no_weight_decay() const;
-  /// Layer id for layer-wise lr decay (SPEC §5): 0 for cls_token/mask_token/pos_embed/patch_embed,
+  /// Layer id for layer-wise lr decay (docs/reference.md §5): 0 for cls_token/mask_token/pos_embed/patch_embed,
   /// i+1 for blocks.i, depth+1 for everything else (rel_pos_bias, norms, head).
   int64_t layer_id_for(const std::string& name) const;
   /// Replaces the classifier with a fresh one of `num_classes` outputs (0 removes it); initialised as at build.

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "beitv2/core/config_fields.h"
-#include "beitv2/nn/options.h"
+#include "beitv2/nn/enums.h"
 
 namespace beitv2 {
 

@@ -1,5 +1,5 @@
 #pragma once
-// VQ-KD visual tokenizer (Peng et al. 2022 §2.1; official beit2/modeling_vqkd.py at 768a3c8; SPEC.md §1):
+// VQ-KD visual tokenizer (Peng et al. 2022 §2.1; official beit2/modeling_vqkd.py at 768a3c8; docs/reference.md §1):
 // ViT encoder -> encode_task_layer (fp32) -> NormEMAVectorQuantizer -> ViT decoder over the (B, code_dim,
 // grid, grid) code map (1x1 patches) -> decode_task_layer -> cosine loss against a teacher's patch features.
 // The teacher is not part of this module (teacher/ provides it); forward() takes its targets.

@@ -5,7 +5,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
-#include "beitv2/nn/options.h"
+#include "beitv2/nn/enums.h"
 
 namespace beitv2::nn {
 

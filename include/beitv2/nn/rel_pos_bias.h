@@ -3,7 +3,7 @@
 // num_relative_distance = (2Wh-1)(2Ww-1) + 3, gathered into a (heads, N, N) additive attention-logit bias
 // over the cls token plus a Wh x Ww patch grid (N = Wh*Ww + 1).
 //
-// Index (SPEC.md §0): patch p=(hi,wi) to patch q=(hj,wj) -> (hi-hj+Wh-1)*(2Ww-1) + (wi-wj+Ww-1);
+// Index (docs/reference.md §0): patch p=(hi,wi) to patch q=(hj,wj) -> (hi-hj+Wh-1)*(2Ww-1) + (wi-wj+Ww-1);
 // row 0 (cls query -> any key) = R-3, column 0 (patch query -> cls key) = R-2, [0,0] = R-1, R = table rows.
 
 #include <torch/nn/cloneable.h>

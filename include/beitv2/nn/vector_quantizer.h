@@ -1,16 +1,17 @@
 #pragma once
-// NormEMAVectorQuantizer of VQ-KD (official beit2/norm_ema_quantizer.py; SPEC.md §1.3): inputs and codes are
+// NormEMAVectorQuantizer of VQ-KD (official beit2/norm_ema_quantizer.py; docs/reference.md §1.3): inputs and codes are
 // l2-normalised, the nearest code is found by ||z||²+||e||²−2z·e (== largest cosine), the output is
 // straight-through, the loss is the commitment term beta * MSE(sg(z_q), z), and in training the codebook
 // follows an EMA of the normalised per-code means (decay 0.99), re-normalised, after the lookup.
 //
-// Deliberate divergences (DESIGN.md):
+// Deliberate divergences (docs/divergences.md D1–D4):
 //  - k-means init runs on every rank and rank 0's result is broadcast (the official code lets each rank start
 //    from its own codebook); statistics are summed through Collectives (no-ops in one process).
 //  - optional dead-code restart (dead_code_restart_steps > 0; off by default, so the default reproduces the
 //    reference): a code unused for that many consecutive training steps is re-seeded with a random input
 //    vector of the current batch (rank 0's choice, broadcast).
 //  - per-code sums use index_add/bincount instead of a (N, n_embed) one-hot matmul (same sums, O(N·d) memory).
+//  - the whole quantizer runs in fp32 with autocast off (the official lookup runs under the training autocast).
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
@@ -19,8 +20,9 @@
 
 namespace beitv2::nn {
 
-struct VectorQuantizerOptions {
-  VectorQuantizerOptions(int64_t n_embed, int64_t embedding_dim) : n_embed_(n_embed), embedding_dim_(embedding_dim) {}
+struct NormEMAVectorQuantizerOptions {
+  NormEMAVectorQuantizerOptions(int64_t n_embed, int64_t embedding_dim)
+      : n_embed_(n_embed), embedding_dim_(embedding_dim) {}
   /// Codebook size (8192 in BEiT v2).
   TORCH_ARG(int64_t, n_embed);
   /// Code dimension (32).
@@ -66,7 +68,7 @@ std::pair<torch::Tensor, torch::Tensor> kmeans_cosine(const torch::Tensor& sampl
 
 class NormEMAVectorQuantizerImpl : public torch::nn::Cloneable<NormEMAVectorQuantizerImpl> {
  public:
-  explicit NormEMAVectorQuantizerImpl(const VectorQuantizerOptions& options);
+  explicit NormEMAVectorQuantizerImpl(const NormEMAVectorQuantizerOptions& options);
   void reset() override;
   void pretty_print(std::ostream& os) const override;
   /// z: (B, C, H, W) any float dtype; runs in fp32 with autocast off. In training also updates the codebook.
@@ -78,7 +80,7 @@ class NormEMAVectorQuantizerImpl : public torch::nn::Cloneable<NormEMAVectorQuan
   /// Codes re-seeded by dead-code restart since construction.
   int64_t restarted_codes() const { return restarted_; }
 
-  VectorQuantizerOptions options;
+  NormEMAVectorQuantizerOptions options;
   Collectives collectives;
   EmbeddingEMA embedding{nullptr};
   torch::Tensor cluster_size;  // (n_embed) buffer: EMA of code counts (usage statistics only)

@@ -1,6 +1,6 @@
 #pragma once
-// VQ-KD teachers (DESIGN.md "Contracts/Teacher"; SPEC.md §1.2): frozen models mapping images in [0, 1],
-// (B, 3, H, W), to per-patch regression targets (B, N, D).
+// VQ-KD teachers (docs/architecture.md "Teachers"; docs/reference.md §1.2): frozen models mapping images in
+// [0, 1], (B, 3, H, W), to per-patch regression targets (B, N, D).
 //
 //  - TorchScriptTeacher: a module exported by tools/export_teacher.py (CLIP ViT-B/16, DINO ViT-B/16, or their
 //    random-weight / tiny variants for tests), carrying its own normalisation and a `beitv2_teacher.json`

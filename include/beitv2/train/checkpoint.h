@@ -71,7 +71,4 @@ class CheckpointManager {
   int64_t keep_last_;
 };
 
-/// fsyncs a file or directory (best effort for directories).
-void fsync_path(const std::filesystem::path& path);
-
 }  // namespace beitv2
