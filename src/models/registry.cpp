@@ -19,7 +19,7 @@ ViTConfig vit(int64_t dim, int64_t depth, int64_t heads) {
   return c;
 }
 
-// BEiT v2 backbone as fine-tuned (SPEC §5): per-block rel-pos bias, layer scale, no abs pos, mean pooling.
+// BEiT v2 backbone as fine-tuned (docs/reference.md §5): per-block rel-pos bias, layer scale, no abs pos, mean pooling.
 ViTConfig beitv2(ViTConfig c, double init_values) {
   c.use_abs_pos_emb = false;
   c.use_rel_pos_bias = true;

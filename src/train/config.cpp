@@ -68,6 +68,7 @@ void TrainConfig::validate() const {
   if (out_dir.empty()) config_fail("train.out_dir", "\"\"", "required");
   if (log_every <= 0) config_fail("train.log_every", config_text(log_every), "must be positive");
   if (!(log_seconds > 0)) config_fail("train.log_seconds", config_text(log_seconds), "must be positive");
+  if (eval_every <= 0) config_fail("train.eval_every", config_text(eval_every), "must be positive (epochs)");
   if (save_every <= 0) config_fail("train.save_every", config_text(save_every), "must be positive");
   if (keep_last < 1) config_fail("train.keep_last", config_text(keep_last), "must be >= 1");
   if (max_nonfinite < 1) config_fail("train.max_nonfinite", config_text(max_nonfinite), "must be >= 1");

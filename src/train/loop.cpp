@@ -125,8 +125,10 @@ std::string describe_record(const nlohmann::json& r) {
 // The metrics of the steps since the window opened: sums as tensors (no host sync until it closes).
 class Window {
  public:
-  void add(const StepStats& s, std::vector<std::pair<std::string, torch::Tensor>>& metrics, int64_t images) {
+  void add(const StepStats& s, std::vector<std::pair<std::string, torch::Tensor>>& metrics, int64_t images,
+           double seconds) {
     ++steps_;
+    seconds_ += seconds;
     if (s.skipped) {
       ++skipped_;
       return;
@@ -145,7 +147,8 @@ class Window {
     }
   }
   int64_t steps() const { return steps_; }
-  double seconds() const { return seconds_since(t0_); }
+  /// Time spent in the window's steps (batch wait + update; evaluation and checkpoints excluded).
+  double seconds() const { return seconds_; }
   bool empty() const { return steps_ == skipped_; }
 
   /// The window's record: averages over its good steps. Only called on a non-empty window.
@@ -164,9 +167,8 @@ class Window {
   void reset() { *this = Window(); }
 
  private:
-  Clock::time_point t0_ = Clock::now();
   int64_t steps_ = 0, skipped_ = 0, images_ = 0;
-  double loss_ = 0, grad_norm_ = 0;
+  double seconds_ = 0, loss_ = 0, grad_norm_ = 0;
   std::vector<std::string> order_;
   std::map<std::string, torch::Tensor> sums_;
 };
@@ -329,13 +331,14 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
     if (step % per_epoch == 0) trainer->start_epoch(epoch);
     batches.start_epoch(epoch, step % per_epoch);
     while (step < total) {
+      const auto t_step = Clock::now();
       auto batch = batches.next();
       if (!batch) throw std::runtime_error(c10::str("the data ended before batch ", step % per_epoch, " of epoch ", epoch));
       std::vector<std::pair<std::string, torch::Tensor>> metrics;
       const auto s = train_step(*trainer, *batch, lr_at[step], oc.weight_decay, oc, tc, &metrics);
       ++step;
       ++ran;
-      window.add(s, metrics, batch->size());
+      window.add(s, metrics, batch->size(), seconds_since(t_step));
       if (s.skipped) {
         ++summary.skipped_nonfinite;
         if (++consecutive_bad >= tc.max_nonfinite) {
@@ -353,9 +356,10 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
       }
       stop = StopSignal::requested() || (opts.stop_after > 0 && ran >= opts.stop_after);
       const bool epoch_end = step % per_epoch == 0 || step == total;
+      const bool evaluate = step == total || (epoch_end && (epoch + 1) % tc.eval_every == 0);
 
       // Log window: by steps, by time, and always the first step of an invocation.
-      if (window.steps() >= tc.log_every || window.seconds() >= tc.log_seconds || ran == 1 || epoch_end || stop) {
+      if (window.steps() >= tc.log_every || window.seconds() >= tc.log_seconds || ran == 1 || step == total || stop) {
         const double elapsed = seconds_since(t_start);
         const std::string eta = format_duration(elapsed / static_cast<double>(step - step0) * static_cast<double>(total - step));
         if (window.empty()) {
@@ -387,16 +391,16 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
         window.reset();
       }
 
-      // Epoch end: the trainer's evaluation (also when a stop lands here, so no epoch goes unevaluated).
-      if (epoch_end) {
+      // The trainer's evaluation every eval_every epochs and at the end (also when a stop lands there).
+      if (evaluate) {
         nlohmann::json rec = {{"epoch", epoch}, {"step", step}};
         rec.update(trainer->evaluate(epoch));
         log::info(c10::str("epoch ", epoch, ": ", describe_record(rec)));
         run.metrics(rec);
         summary.last_eval = rec;
       }
-      // Checkpoints: on cadence, at epoch ends and on stop; never inside a bad streak.
-      if (step % tc.save_every == 0 || epoch_end || stop) {
+      // Checkpoints: on cadence, after evaluations, on stop and at the end; never inside a bad streak.
+      if (step % tc.save_every == 0 || evaluate || stop) {
         if (consecutive_bad == 0) {
           save();
         } else {

@@ -151,8 +151,8 @@ TEST(Loop, CadenceOfWindowsEvaluationsAndCheckpoints) {
   auto s = t.go();
   ASSERT_TRUE(s.finished);
   EXPECT_EQ(s.steps, 10);
-  // Windows: the first step alone, then every 3 steps, closed early at epoch ends (4, 8) and the end (10).
-  EXPECT_EQ(t.window_steps(), (std::vector<int64_t>{1, 4, 7, 8, 10}));
+  // Windows: the first step alone, then every 3 steps, and the end.
+  EXPECT_EQ(t.window_steps(), (std::vector<int64_t>{1, 4, 7, 10}));
   EXPECT_EQ(t.calls.started, (std::vector<int64_t>{0, 1, 2}));
   EXPECT_EQ(t.calls.evaluated, (std::vector<int64_t>{0, 1, 2}));  // epoch 2 is cut short by the end: evaluated too
   EXPECT_EQ(t.calls.finishes, 1);
@@ -167,6 +167,14 @@ TEST(Loop, CadenceOfWindowsEvaluationsAndCheckpoints) {
   }
   EXPECT_EQ(s.first_window["step"], 1);
   EXPECT_LT(s.last_window["loss"].get<double>(), s.first_window["loss"].get<double>()) << "the toy regression learns";
+}
+
+TEST(Loop, EvaluatesEveryKEpochsAndAtTheEnd) {
+  ToyRun t;
+  t.train.steps = 18;  // epochs 0..4, the last one cut short
+  t.train.eval_every = 2;
+  t.go();
+  EXPECT_EQ(t.calls.evaluated, (std::vector<int64_t>{1, 3, 4}));
 }
 
 TEST(Loop, WindowsCloseByTimeToo) {

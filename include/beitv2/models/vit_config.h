@@ -18,7 +18,7 @@ namespace beitv2 {
 
 class YamlMap;
 
-/// How freshly built weights are initialised (SPEC.md §0 vs §3.3).
+/// How freshly built weights are initialised (docs/reference.md §0 vs §3.3).
 enum class InitScheme {
   kVit,           ///< official modeling_finetune / VQ-KD: trunc_normal(.02) cut at ±2 (absolute), conv default
   kBeitPretrain,  ///< official modeling_pretrain: trunc_normal(.02) cut at ±1 std, patch conv included

@@ -91,6 +91,7 @@ struct TrainConfig {
   std::string out_dir = "runs/train";
   int64_t log_every = 10;        ///< steps between progress lines / metrics records (at most)
   double log_seconds = 30;       ///< ... or seconds, whichever comes first (and always after the first step)
+  int64_t eval_every = 1;        ///< epochs between evaluations (and one at the end)
   int64_t save_every = 500;      ///< steps between checkpoints (and one at every epoch end and at the end)
   int64_t keep_last = 3;         ///< checkpoints kept
   int64_t max_nonfinite = 5;     ///< consecutive non-finite losses that stop the run
@@ -107,6 +108,7 @@ struct TrainConfig {
     v("out_dir", out_dir);
     v("log_every", log_every);
     v("log_seconds", log_seconds);
+    v("eval_every", eval_every);
     v("save_every", save_every);
     v("keep_last", keep_last);
     v("max_nonfinite", max_nonfinite);

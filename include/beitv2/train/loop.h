@@ -10,8 +10,9 @@
 //                 skips the step and restores the model's buffers, so a skipped step changes nothing
 //   log window    averages over the window, img/s, ETA; closed every `log_every` steps or `log_seconds`, and
 //                 after the first step; a window whose steps were all skipped says so instead of a number
-//   cadence       evaluation at every epoch end (also when a stop lands there), checkpoints every `save_every`
-//                 steps, at epoch ends, on stop and at the end; never inside a bad streak, never non-finite
+//   cadence       evaluation every `eval_every` epochs and at the end (also when a stop lands there),
+//                 checkpoints every `save_every` steps, after evaluations, on stop and at the end; never inside
+//                 a bad streak, never non-finite
 //   stop          SIGINT/SIGTERM and `stop_after` finish the step, save and return
 //
 // The loop is single-process; the hooks where c10d plugs in are the batches (rank-sharded), the gradient
