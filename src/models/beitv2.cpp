@@ -30,9 +30,7 @@ ViTConfig BeitV2Config::default_backbone() {
 }
 
 void BeitV2Config::validate() const {
-  auto bad = [](const std::string& f, const std::string& v, const std::string& why) {
-    throw ConfigError("model." + f + " = " + v + ": " + why);
-  };
+  constexpr auto bad = model_field_fail;
   try {
     backbone.validate();
   } catch (const ConfigError& e) {
@@ -60,15 +58,7 @@ void BeitV2Config::validate() const {
 std::string BeitV2Config::to_string() const { return to_table(*this); }
 
 void read_yaml(YamlMap& m, BeitV2Config& c) {
-  if (m.has("preset")) {
-    std::string name;
-    m.get("preset", name);
-    try {
-      c = beitv2_preset(name);
-    } catch (const std::invalid_argument& e) {
-      m.fail("preset", e.what());
-    }
-  }
+  apply_preset(m, c, beitv2_preset);
   read_fields(m, c);
   try {
     c.validate();

@@ -16,12 +16,12 @@ InitScheme parse_init_scheme(const std::string& s) {
 
 std::string to_string(InitScheme s) { return s == InitScheme::kVit ? "vit" : "beit_pretrain"; }
 
-namespace {
-
-[[noreturn]] void bad(const std::string& field, const std::string& value, const std::string& why) {
+void model_field_fail(const std::string& field, const std::string& value, const std::string& why) {
   config_fail("model." + field, value, why);
 }
 
+namespace {
+constexpr auto bad = model_field_fail;
 }  // namespace
 
 void ViTConfig::validate() const {
@@ -55,15 +55,7 @@ std::string ViTConfig::to_yaml() const { return beitv2::to_yaml(*this); }
 
 ViTConfig vit_config_from_yaml(YamlMap& m, const ViTConfig& base) {
   ViTConfig c = base;
-  if (m.has("preset")) {
-    std::string name;
-    m.get("preset", name);
-    try {
-      c = vit_preset(name);
-    } catch (const std::invalid_argument& e) {
-      m.fail("preset", e.what());
-    }
-  }
+  apply_preset(m, c, vit_preset);
   YamlFieldReader read(m);
   c.visit(read);
   m.finish();

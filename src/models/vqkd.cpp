@@ -26,7 +26,7 @@ void VqkdConfig::derive() {
 }
 
 void VqkdConfig::validate() const {
-  auto bad = [](const std::string& f, const std::string& v, const std::string& why) { config_fail("model." + f, v, why); };
+  constexpr auto bad = model_field_fail;
   // The tokenizer's own fields first: a bad code_dim must be reported as such, not as the decoder's in_chans.
   if (n_code <= 0) bad("n_code", std::to_string(n_code), "must be positive");
   if (code_dim <= 0) bad("code_dim", std::to_string(code_dim), "must be positive");
@@ -103,15 +103,7 @@ std::vector<std::string> vqkd_preset_names() { return preset_names(vqkd_registry
 
 VqkdConfig vqkd_config_from_yaml(YamlMap& m) {
   VqkdConfig c;
-  if (m.has("preset")) {
-    std::string name;
-    m.get("preset", name);
-    try {
-      c = vqkd_preset(name);
-    } catch (const std::invalid_argument& e) {
-      m.fail("preset", e.what());
-    }
-  }
+  apply_preset(m, c, vqkd_preset);
   YamlFieldReader read(m);  // a tower section overrides the preset's tower (or names its own preset)
   c.visit(read);
   m.finish();

@@ -90,27 +90,4 @@ bool StopSignal::requested() { return g_stop.load() > 0; }
 void StopSignal::request() { g_stop.store(1); }
 void StopSignal::clear() { g_stop.store(0); }
 
-void Throughput::start(int64_t step) {
-  t0_ = std::chrono::steady_clock::now();
-  step0_ = step;
-}
-
-double Throughput::images_per_s(int64_t step, int64_t batch) const {
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-  return step > step0_ && s > 0 ? static_cast<double>((step - step0_) * batch) / s : 0.0;
-}
-
-std::string Throughput::eta(int64_t step, int64_t total) const {
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
-  if (step <= step0_) return "?";
-  const auto left = static_cast<int64_t>(s / static_cast<double>(step - step0_) * static_cast<double>(total - step));
-  char buf[32];
-  if (left >= 3600) {
-    std::snprintf(buf, sizeof buf, "%ldh%02ldm", static_cast<long>(left / 3600), static_cast<long>(left % 3600 / 60));
-  } else {
-    std::snprintf(buf, sizeof buf, "%ldm%02lds", static_cast<long>(left / 60), static_cast<long>(left % 60));
-  }
-  return buf;
-}
-
 }  // namespace beitv2

@@ -1,7 +1,5 @@
 // pretrain-beitv2 end to end on real photos with a tokenizer that train-vqkd trains in the same test: the
-// losses fall and both heads learn far above chance, resume is bit-exact, bad inputs fail before training.
-#include <sys/wait.h>
-
+// losses fall and both heads learn far above chance, resume is bit-exact (bad inputs: tests/e2e).
 #include <fstream>
 
 #include "beitv2/beitv2.h"
@@ -96,43 +94,6 @@ TEST_F(PretrainBeitV2, ResumeIsBitIdentical) {
   for (const char* f : {"checkpoints/step_12/model.safetensors", "checkpoints/step_12/rng.safetensors",
                         "backbone.safetensors"}) {
     EXPECT_EQ(read_file(a / "run" / f), read_file(b / "run" / f)) << f;
-  }
-}
-
-TEST_F(PretrainBeitV2, BadInputsEndWithOneClearLineBeforeTraining) {
-  test::TempDir dir("pretrain_bad");
-  const std::string good = yaml(dir / "run", 4);
-  auto replace = [&good](const std::string& from, const std::string& to) {
-    std::string s = good;
-    s.replace(s.find(from), from.size(), to);
-    return s;
-  };
-  struct Case {
-    std::string yaml, expect;
-  };
-  const std::vector<Case> cases = {
-      // A 64x64 model has an 8x8 grid; the tokenizer's is 4x4.
-      {replace("  preset: beitv2_test_tiny\n", "  preset: beitv2_test_tiny\n  backbone:\n    img_size: 64\n"),
-       "its grid 4x4 and 64 codes do not fit the model's grid 8x8 and model.vocab_size 64"},
-      {replace("  preset: beitv2_test_tiny\n", "  preset: beitv2_test_tiny\n  vocab_size: 8192\n"),
-       "do not fit the model's grid 4x4 and model.vocab_size 8192"},
-      {replace(tokenizer_->string(), "/nonexistent/tokenizer.safetensors"),
-       "tokenizer.path = /nonexistent/tokenizer.safetensors"},
-      {replace("  num_patches: 6", "  num_patches: 17"), "mask: "},
-      {replace("  preset: beitv2_test_tiny", "  preset: beitv2_huge"), "unknown MIM model 'beitv2_huge'"},
-  };
-  for (const auto& c : cases) {
-    std::ofstream(dir / "bad.yaml") << c.yaml;
-    const auto err = dir / "err.txt";
-    const std::string cmd = std::string(BEITV2_BIN_DIR) + "/pretrain-beitv2 --config " + (dir / "bad.yaml").string() +
-                            " > /dev/null 2> " + err.string();
-    const int status = std::system(cmd.c_str());
-    ASSERT_TRUE(WIFEXITED(status));
-    EXPECT_EQ(WEXITSTATUS(status), 1) << c.expect;
-    const auto msg = read_file(err);
-    EXPECT_NE(msg.find(c.expect), std::string::npos) << "expected '" << c.expect << "' in: " << msg;
-    EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 1) << msg;
-    EXPECT_FALSE(std::filesystem::exists(dir / "run/checkpoints/latest"));
   }
 }
 

@@ -10,6 +10,7 @@
 #include "beitv2/beitv2.h"
 #include "beitv2/train/checkpoint.h"
 #include "beitv2/train/optim.h"
+#include "beitv2/train/pretrain_trainer.h"
 #include "beitv2/train/vqkd_trainer.h"
 #include "common.h"
 
@@ -165,117 +166,6 @@ TEST(TrainVqkd, FreshRunRefusesAnOldRunDir) {
   std::filesystem::remove_all(dir);
 }
 
-// ---- through the binary ----
-
-struct Result {
-  int rc;
-  std::string err;
-};
-
-Result run_cli(const std::string& args) {
-  const auto err = std::filesystem::temp_directory_path() / ("beitv2_cli_err_" + std::to_string(::getpid()));
-  const std::string cmd = std::string(BEITV2_BIN_DIR) + "/train-vqkd " + args + " > /dev/null 2> " + err.string();
-  const int status = std::system(cmd.c_str());
-  Result r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, read_file(err)};
-  std::filesystem::remove(err);
-  return r;
-}
-
-TEST(TrainVqkdCli, BadConfigsEndWithOneClearLineBeforeTraining) {
-  auto dir = fresh_dir("badcfg");
-  const std::string good = tiny_yaml(dir / "run", 4);
-  struct Case {
-    std::string yaml, expect;
-  };
-  auto replace = [&good](const std::string& from, const std::string& to) {
-    std::string s = good;
-    s.replace(s.find(from), from.size(), to);
-    return s;
-  };
-  const std::vector<Case> cases = {
-      {replace("  batch_size: 8", "  batch_size: 8\n  batchsize: 4"), ":12: unknown key 'data.batchsize'"},
-      {replace("  batch_size: 8", "  batch_size: eight"), "data.batch_size: expected an integer, got 'eight'"},
-      {replace("/usr/share/doc/opencv-doc/examples/data\n  val", "/nonexistent/images\n  val"),
-       "data.train = /nonexistent/images: /nonexistent/images: no such directory"},
-      {replace("  target_dim: 32", "  target_dim: 48"), "target dim 32 (teacher) vs 48 (tokenizer)"},
-      {replace("  kind: native", "  kind: torchscript\n  path: /nonexistent/clip.pt"),
-       "/nonexistent/clip.pt: no such teacher file"},
-      {replace("  steps: 4", "  steps: 4\n  epochs: 3"), "give either epochs or steps, not both"},
-  };
-  for (const auto& c : cases) {
-    std::ofstream(dir / "bad.yaml") << c.yaml;
-    auto r = run_cli("--config " + (dir / "bad.yaml").string());
-    EXPECT_EQ(r.rc, 1) << c.expect;
-    EXPECT_NE(r.err.find(c.expect), std::string::npos) << "expected '" << c.expect << "' in: " << r.err;
-    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-    EXPECT_FALSE(std::filesystem::exists(dir / "run/checkpoints/latest"));
-  }
-  auto r = run_cli("--config " + (dir / "missing.yaml").string());
-  EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.err.find("missing.yaml: cannot open config file"), std::string::npos) << r.err;
-  std::filesystem::remove_all(dir);
-}
-
-// Starts `train-vqkd --config CONFIG --resume auto` as a child process (output discarded); returns its pid.
-pid_t spawn_trainer(const std::filesystem::path& config) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const std::string bin = std::string(BEITV2_BIN_DIR) + "/train-vqkd";
-    const std::string cfg = config.string();
-    ::freopen("/dev/null", "w", stdout);
-    ::freopen("/dev/null", "w", stderr);
-    ::execl(bin.c_str(), bin.c_str(), "--config", cfg.c_str(), "--resume", "auto", static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  return pid;
-}
-
-TEST(TrainVqkdCli, SigtermFinishesTheStepSavesAndExitsCleanly) {
-  auto dir = fresh_dir("term");
-  std::ofstream(dir / "config.yaml") << tiny_yaml(dir / "run", 100000, /*save_every=*/1000);
-  const pid_t pid = spawn_trainer(dir / "config.yaml");
-  ASSERT_GE(pid, 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-  ::kill(pid, SIGTERM);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0);
-  CheckpointManager ckpt(dir / "run", 3);
-  ASSERT_TRUE(ckpt.latest().has_value()) << "no checkpoint saved on SIGTERM";
-  EXPECT_NE(read_file(dir / "run/log.txt").find("stopped at step"), std::string::npos);
-  std::filesystem::remove_all(dir);
-}
-
-TEST(TrainVqkdCli, SigkillNeverLeavesABrokenCheckpoint) {
-  auto dir = fresh_dir("kill");
-  std::ofstream(dir / "config.yaml") << tiny_yaml(dir / "run", 100000, /*save_every=*/1);
-  std::mt19937 rng(7);
-  int loaded = 0;
-  for (int round = 0; round < 6; ++round) {
-    const pid_t pid = spawn_trainer(dir / "config.yaml");
-    ASSERT_GE(pid, 0);
-    // Let it start (model, teacher, first steps) and kill it somewhere inside the save-every-step loop.
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500 + rng() % 1500));
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    ASSERT_TRUE(WIFSIGNALED(status)) << "the trainer exited before it was killed (round " << round << ")";
-    CheckpointManager ckpt(dir / "run", 3);
-    auto latest = ckpt.latest();
-    if (!latest) continue;  // killed before the first save
-    auto c = vqkd_preset("vqkd_test_tiny");
-    c.target_dim = 32;
-    VQKD vq(c);
-    auto groups = make_param_groups(*vq, 1e-4, vq->no_weight_decay());
-    auto opt = make_adamw(groups, 1e-3, 0.9, 0.99, 1e-8);
-    EXPECT_NO_THROW(ckpt.load(*latest, *vq, *opt)) << latest->string();
-    ++loaded;
-  }
-  EXPECT_GE(loaded, 4) << "too few rounds reached a checkpoint to say anything";
-  std::filesystem::remove_all(dir);
-}
-
 }  // namespace
 }  // namespace beitv2
 
@@ -289,6 +179,9 @@ TEST(Configs, EveryShippedConfigParses) {
     auto root = load_yaml_file(e.path().string());
     if (root["teacher"]) {  // a train-vqkd config
       auto c = VqkdTrainConfig::load(e.path().string());
+      EXPECT_NO_THROW(c.validate()) << e.path();
+    } else if (root["tokenizer"]) {  // a pretrain-beitv2 config (its tokenizer file need not exist yet)
+      auto c = PretrainConfig::load(e.path().string());
       EXPECT_NO_THROW(c.validate()) << e.path();
     } else {  // a model config
       YamlMap top(root, e.path().string(), "");

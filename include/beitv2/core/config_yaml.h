@@ -193,6 +193,20 @@ std::string to_table(const T& config) {
   return p.out;
 }
 
+/// A section's optional `preset: NAME`: when present, `config` becomes lookup(NAME) (the lookup's
+/// std::invalid_argument becomes a ConfigError naming file, line and key); the section's fields then override it.
+template <class T, class Lookup>
+void apply_preset(YamlMap& m, T& config, Lookup lookup) {
+  if (!m.has("preset")) return;
+  std::string name;
+  m.get("preset", name);
+  try {
+    config = lookup(name);
+  } catch (const std::invalid_argument& e) {
+    m.fail("preset", e.what());
+  }
+}
+
 /// A whole config file: YAML, "a.b=c" overrides applied, the sections read strictly over `base` (a struct
 /// with visit() and validate()), validated; every ConfigError names the file.
 template <class T>

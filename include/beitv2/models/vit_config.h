@@ -83,6 +83,9 @@ struct ViTConfig {
   std::string to_yaml() const;
 };
 
+/// Throws ConfigError("model.<field> = <value>: <why>"): the one message shape of every model config check.
+[[noreturn]] void model_field_fail(const std::string& field, const std::string& value, const std::string& why);
+
 /// Reads a `model:` mapping: optional `preset` (else `base`), then any field overrides. Unknown keys are errors.
 ViTConfig vit_config_from_yaml(YamlMap& map, const ViTConfig& base = ViTConfig{});
 /// The same for a nested section (config visitors): `config` is the base.

@@ -1,12 +1,10 @@
 #pragma once
 // The run directory's files besides checkpoints (docs/architecture.md "Run directory"): the lock, config.yaml
-// (and the history of earlier configs), log.txt, metrics.jsonl; plus the stop flag set by SIGINT/SIGTERM and a
-// throughput/ETA meter for the progress line.
+// (and the history of earlier configs), log.txt, metrics.jsonl; plus the stop flag set by SIGINT/SIGTERM.
 
 #include <nlohmann/json.hpp>
 
 #include <atomic>
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -49,20 +47,6 @@ class StopSignal {
   /// For tests.
   static void request();
   static void clear();
-};
-
-/// Images/s and ETA over a sliding start point.
-class Throughput {
- public:
-  void start(int64_t step);
-  /// images/s since start; 0 before any step.
-  double images_per_s(int64_t step, int64_t batch) const;
-  /// "1h02m" style remaining time at the current rate.
-  std::string eta(int64_t step, int64_t total) const;
-
- private:
-  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
-  int64_t step0_ = 0;
 };
 
 }  // namespace beitv2
