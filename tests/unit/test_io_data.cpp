@@ -2,6 +2,7 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include <fstream>
+#include <limits>
 
 #include "beitv2/beitv2.h"
 #include "common.h"
@@ -125,6 +126,52 @@ TEST_F(Io, StrictLoadReportsEveryProblemAtOnce) {
   auto report = load_state_dict(*vit, sd, LoadOptions{{"teacher."}});
   EXPECT_TRUE(report.ok());
   EXPECT_EQ(vit->cls_token.flatten()[0].item<float>(), 7.0f);
+}
+
+TEST_F(Io, WrongKindsOfDtypeAndNonFiniteWeightsAreRefusedByName) {
+  VisionTransformer vit(vit_preset("vit_test_tiny"));
+  const auto before = vit->cls_token.detach().clone();
+  auto sd = state_dict(*vit);
+  sd["cls_token"] = torch::zeros({1, 1, 32}, torch::kInt32);  // silently 0.0 before
+  sd["pos_embed"] = torch::ones({1, 17, 32}, torch::kInt64);
+  sd["blocks.0.norm2.weight"] = torch::ones({32}, torch::kBool);
+  sd["blocks.0.norm1.bias"][3] = std::numeric_limits<float>::quiet_NaN();
+  sd["blocks.1.attn.proj.weight"][0][0] = std::numeric_limits<float>::infinity();
+  try {
+    load_state_dict(*vit, sd, {}, "w.safetensors");
+    FAIL() << "no error";
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("cannot load w.safetensors"), std::string::npos) << m;
+    EXPECT_NE(m.find("3 of the wrong kind of dtype"), std::string::npos) << m;
+    EXPECT_NE(m.find("cls_token: weights Int vs model Float"), std::string::npos) << m;
+    EXPECT_NE(m.find("pos_embed: weights Long vs model Float"), std::string::npos) << m;
+    EXPECT_NE(m.find("blocks.0.norm2.weight: weights Bool vs model Float"), std::string::npos) << m;
+    EXPECT_NE(m.find("2 with NaN or Inf values"), std::string::npos) << m;
+    EXPECT_NE(m.find("blocks.0.norm1.bias: 1 of 32 values"), std::string::npos) << m;
+    EXPECT_NE(m.find("blocks.1.attn.proj.weight: 1 of 1024 values"), std::string::npos) << m;
+  }
+  EXPECT_TRUE(torch::equal(vit->cls_token.detach(), before)) << "a refused load changed the model";
+  // Converting within a kind still loads: F16/F64 into F32 parameters, I32 into an I64 index buffer; a float
+  // tensor for that index buffer is refused.
+  ViTConfig rel = vit_preset("vit_test_tiny");
+  rel.use_abs_pos_emb = false;
+  rel.use_rel_pos_bias = true;
+  VisionTransformer vr(rel);
+  auto sr = state_dict(*vr);
+  std::string index_name;
+  for (auto& [name, t] : sr) {
+    if (name.find("relative_position_index") != std::string::npos) {
+      index_name = name;
+      t = t.to(torch::kInt32);
+    } else if (t.is_floating_point()) {
+      t = t.to(name == "cls_token" ? torch::kFloat64 : torch::kFloat16);
+    }
+  }
+  ASSERT_FALSE(index_name.empty());
+  EXPECT_TRUE(load_state_dict(*vr, sr).ok());
+  sr[index_name] = sr[index_name].to(torch::kFloat32);
+  EXPECT_THROW(load_state_dict(*vr, sr), std::runtime_error);
 }
 
 // ---- images ----
