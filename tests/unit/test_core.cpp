@@ -62,5 +62,37 @@ TEST(Files, ADirectoryWhereAFileIsExpectedSaysSo) {
   }
 }
 
+Metadata tokenizer_meta(const std::string& config) { return {{"format", "beitv2-tokenizer"}, {"config", config}}; }
+
+TEST(StoredConfigs, EmptyBrokenOrRepeatedConfigsInWeightsAreClearErrors) {
+  // An empty config would otherwise read as the default tokenizer and fail later with dozens of shape lines.
+  const auto empty = config_error([] { tokenizer_config("w.safetensors", tokenizer_meta("")); });
+  EXPECT_NE(empty.find("w.safetensors (stored config): the stored tokenizer config is empty"), std::string::npos)
+      << empty;
+  const auto broken = config_error([] { tokenizer_config("w.safetensors", tokenizer_meta("encoder: [1, 2\n")); });
+  EXPECT_NE(broken.find("w.safetensors (stored config):"), std::string::npos) << broken;
+  EXPECT_NE(broken.find("YAML syntax error"), std::string::npos) << broken;
+  const auto twice =
+      config_error([] { tokenizer_config("w.safetensors", tokenizer_meta("preset: vqkd_test_tiny\nn_code: 8\nn_code: 16\n")); });
+  EXPECT_EQ(twice, "w.safetensors (stored config):3: duplicate key 'n_code' (first at line 2)");
+}
+
+TEST(StoredConfigs, AbsurdSizesAreRefusedBeforeAnyAllocation) {
+  // A flipped byte in a stored config must not ask for terabytes (an embed_dim of 10^9 is a 4 EB qkv weight).
+  for (const char* field : {"img_size: 1048576\n    patch_size: 16", "embed_dim: 1000000000", "depth: 100000",
+                            "num_heads: 4096\n    embed_dim: 8192"}) {
+    const std::string yaml = std::string("preset: vqkd_test_tiny\nencoder:\n    ") + field + "\n";
+    const auto e = config_error([&] { tokenizer_config("w.safetensors", tokenizer_meta(yaml)); });
+    EXPECT_NE(e.find("w.safetensors (stored config): model."), std::string::npos) << field << ": " << e;
+    EXPECT_NE(e.find("implausibly large"), std::string::npos) << field << ": " << e;
+  }
+  const auto e = config_error(
+      [] { tokenizer_config("w.safetensors", tokenizer_meta("preset: vqkd_test_tiny\nn_code: 1000000000\n")); });
+  EXPECT_NE(e.find("model.n_code = 1000000000: implausibly large"), std::string::npos) << e;
+  // Real models stay inside the bounds.
+  EXPECT_NO_THROW(vit_preset("vit_large_patch16_224").validate());
+  EXPECT_NO_THROW(vqkd_preset("vqkd_encoder_base_decoder_3x768x12_clip").validate());
+}
+
 }  // namespace
 }  // namespace beitv2
