@@ -1,5 +1,7 @@
 #include "beitv2/core/config_yaml.h"
 
+#include <filesystem>
+#include <map>
 #include <sstream>
 
 namespace beitv2 {
@@ -149,14 +151,58 @@ void YamlMap::finish() const {
   if (unknown) throw ConfigError(os.str());
 }
 
+namespace {
+
+// yaml-cpp keeps every pair of a mapping, a repeated key included, and node[key] finds the first: walk the
+// pairs ourselves.
+void check_keys(const YAML::Node& node, const std::string& label, const std::string& path) {
+  if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i) check_keys(node[i], label, path + "[" + std::to_string(i) + "]");
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::map<std::string, int> first_line;
+  for (const auto& kv : node) {
+    if (!kv.first.IsScalar()) continue;
+    const std::string key = join_path(path, kv.first.Scalar());
+    const int line = kv.first.Mark().line + 1;
+    const auto [it, fresh] = first_line.emplace(kv.first.Scalar(), line);
+    if (!fresh) {
+      throw ConfigError(label + ":" + std::to_string(line) + ": duplicate key '" + key + "' (first at line " +
+                        std::to_string(it->second) + ")");
+    }
+    check_keys(kv.second, label, key);
+  }
+}
+
+}  // namespace
+
+void check_unique_keys(const YAML::Node& root, const std::string& label) { check_keys(root, label, ""); }
+
 YAML::Node load_yaml_file(const std::string& file) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(file, ec)) throw ConfigError(file + ": is a directory");
+  YAML::Node root;
   try {
-    return YAML::LoadFile(file);
+    root = YAML::LoadFile(file);
   } catch (const YAML::BadFile&) {
     throw ConfigError(file + ": cannot open config file");
   } catch (const YAML::Exception& e) {
     throw ConfigError(file + ":" + std::to_string(e.mark.line + 1) + ": YAML syntax error: " + e.msg);
   }
+  check_unique_keys(root, file);
+  return root;
+}
+
+YAML::Node load_yaml_text(const std::string& text, const std::string& label) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(label + ":" + std::to_string(e.mark.line + 1) + ": YAML syntax error: " + e.msg);
+  }
+  check_unique_keys(root, label);
+  return root;
 }
 
 void apply_yaml_override(YAML::Node& root, const std::string& assignment) {
@@ -171,6 +217,7 @@ void apply_yaml_override(YAML::Node& root, const std::string& assignment) {
   } catch (const YAML::Exception& e) {
     throw ConfigError("--set '" + assignment + "': bad value: " + e.msg);
   }
+  check_unique_keys(value, "--set '" + assignment + "'");
   std::vector<std::string> keys;
   std::stringstream ss(path);
   for (std::string k; std::getline(ss, k, '.');) {

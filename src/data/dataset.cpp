@@ -140,12 +140,27 @@ ImageSize peek_image_size(const std::vector<uint8_t>& v) {
   return {};
 }
 
-cv::Mat decode_rgb_bytes(const std::vector<uint8_t>& bytes, const std::string& name) {
+namespace {
+
+void check_pixels(int64_t width, int64_t height, const std::string& name, const DecodeOptions& options) {
+  if (options.max_pixels > 0 && width > 0 && height > options.max_pixels / width) {  // w * h > max, no overflow
+    throw DecodeError(c10::str(name, ": image too large (", width, "x", height, " pixels, more than the limit of ",
+                               options.max_pixels, ")"));
+  }
+}
+
+}  // namespace
+
+cv::Mat decode_rgb_bytes(const std::vector<uint8_t>& bytes, const std::string& name, const DecodeOptions& options) {
   if (bytes.empty()) throw DecodeError(name + ": empty file");
   std::string problem;
   if (is_jpeg(bytes)) problem = jpeg_problem(bytes);
   if (is_png(bytes)) problem = png_problem(bytes);
   if (!problem.empty()) throw DecodeError(name + ": " + problem);
+  // Before decoding: the header's size (a width or height past 2^31 reads as negative: too large too).
+  const ImageSize header = peek_image_size(bytes);
+  const auto side = [](int v) { return v < 0 ? (int64_t{1} << 32) + v : int64_t{v}; };
+  check_pixels(side(header.width), side(header.height), name, options);
   cv::Mat buf(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<uint8_t*>(bytes.data()));
   // PIL (the reference loader) ignores EXIF orientation; so do we.
   cv::Mat bgr;
@@ -155,12 +170,15 @@ cv::Mat decode_rgb_bytes(const std::vector<uint8_t>& bytes, const std::string& n
     throw DecodeError(name + ": cannot decode image (" + e.msg + ")");
   }
   if (bgr.empty()) throw DecodeError(name + ": cannot decode image (corrupt or unsupported format)");
+  check_pixels(bgr.cols, bgr.rows, name, options);  // formats whose header we do not read
   cv::Mat rgb;
   cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
   return rgb;
 }
 
-cv::Mat load_rgb(const fs::path& path) { return decode_rgb_bytes(read_bytes(path), path.string()); }
+cv::Mat load_rgb(const fs::path& path, const DecodeOptions& options) {
+  return decode_rgb_bytes(read_bytes(path), path.string(), options);
+}
 
 // ---- datasets ----
 

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <system_error>
 
 #include "beitv2/core/config_yaml.h"
 #include "beitv2/core/log.h"
@@ -17,7 +18,9 @@ namespace beitv2::data {
 void LoaderOptions::validate() const {
   auto bad = [](const std::string& m) { throw ConfigError("loader: " + m); };
   if (batch_size < 1) bad(c10::str("batch_size = ", batch_size, " must be >= 1"));
-  if (num_workers < 1) bad(c10::str("num_workers = ", num_workers, " must be >= 1"));
+  if (num_workers < 1 || num_workers > kMaxWorkers) {
+    bad(c10::str("num_workers = ", num_workers, " outside [1, ", kMaxWorkers, "]"));
+  }
   if (prefetch_batches < 1) bad(c10::str("prefetch_batches = ", prefetch_batches, " must be >= 1"));
   if (world_size < 1) bad(c10::str("world_size = ", world_size, " must be >= 1"));
   if (rank < 0 || rank >= world_size) bad(c10::str("rank = ", rank, " outside [0, ", world_size, ")"));
@@ -39,11 +42,20 @@ Loader::Loader(int64_t dataset_size, SampleFn fn, LoaderOptions options)
   if (dataset_size_ < 1) throw ConfigError("loader: the dataset is empty");
   TORCH_CHECK(fn_, "Loader: no sample function");
   pin_ = options_.pin_memory && torch::cuda::is_available();
-  workers_.reserve(options_.num_workers);
-  for (int i = 0; i < options_.num_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+  workers_.reserve(static_cast<size_t>(options_.num_workers));
+  try {
+    for (int i = 0; i < options_.num_workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+  } catch (const std::system_error& e) {
+    // The destructor does not run for a constructor that throws: join the threads started so far, or their
+    // std::thread destructors would terminate the process.
+    const size_t started = workers_.size();
+    stop_workers();
+    throw std::runtime_error(c10::str("loader: cannot start ", options_.num_workers, " worker threads (", started,
+                                      " started: ", e.what(), "); use fewer data workers"));
+  }
 }
 
-Loader::~Loader() {
+void Loader::stop_workers() {
   {
     std::lock_guard<std::mutex> lk(mu_);
     stop_ = true;
@@ -51,7 +63,10 @@ Loader::~Loader() {
   work_cv_.notify_all();
   ready_cv_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
+
+Loader::~Loader() { stop_workers(); }
 
 int64_t Loader::samples_per_rank() const {
   const int64_t n = dataset_size_, w = options_.world_size;

@@ -40,6 +40,8 @@ std::string LoadReport::to_string() const {
   list("missing (in the model, not in the weights)", missing);
   list("unexpected (in the weights, not in the model)", unexpected);
   list("with a shape mismatch", mismatched);
+  list("of the wrong kind of dtype", wrong_dtype);
+  list("with NaN or Inf values", non_finite);
   return os.str();
 }
 
@@ -54,14 +56,29 @@ LoadReport load_state_dict(torch::nn::Module& module, const TensorMap& tensors, 
     auto it = tensors.find(name);
     if (it == tensors.end()) {
       if (!skipped(name, options.skip_prefixes)) report.missing.push_back(name);
-    } else if (!it->second.sizes().equals(target.sizes())) {
-      report.mismatched.push_back(name + ": weights " + shape_str(it->second) + " vs model " + shape_str(target));
+      continue;
+    }
+    const torch::Tensor& t = it->second;
+    if (!t.sizes().equals(target.sizes())) {
+      report.mismatched.push_back(name + ": weights " + shape_str(t) + " vs model " + shape_str(target));
+    }
+    // Converting is fine within a kind (F16 -> F32, I32 -> I64); across kinds it hides a wrong file: integer or
+    // bool weights in a float parameter, fractional values in an index buffer.
+    if (target.is_floating_point() != t.is_floating_point() || t.is_complex() != target.is_complex()) {
+      report.wrong_dtype.push_back(name + ": weights " + std::string(c10::toString(t.scalar_type())) + " vs model " +
+                                   c10::toString(target.scalar_type()));
+    } else if (t.is_floating_point()) {
+      const int64_t bad = t.numel() - torch::isfinite(t).sum().item<int64_t>();
+      if (bad > 0) {
+        report.non_finite.push_back(name + ": " + std::to_string(bad) + " of " + std::to_string(t.numel()) +
+                                    " values");
+      }
     }
   }
   for (const auto& [name, t] : tensors) {
     if (!targets.count(name) && !skipped(name, options.skip_prefixes)) report.unexpected.push_back(name);
   }
-  const bool fatal = !report.mismatched.empty() ||
+  const bool fatal = !report.mismatched.empty() || !report.wrong_dtype.empty() || !report.non_finite.empty() ||
                      (options.strict && (!report.missing.empty() || !report.unexpected.empty()));
   if (fatal) throw std::runtime_error("cannot load " + source + ":" + report.to_string());
 

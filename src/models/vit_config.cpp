@@ -34,6 +34,18 @@ void ViTConfig::validate() const {
   positive("embed_dim", embed_dim);
   positive("depth", depth);
   positive("num_heads", num_heads);
+  // Far above any real model, low enough that a corrupt config (e.g. one stored in a weights file) cannot ask
+  // for terabytes.
+  auto at_most = [](const char* f, int64_t v, int64_t limit) {
+    if (v > limit) bad(f, std::to_string(v), "implausibly large (at most " + std::to_string(limit) + ")");
+  };
+  at_most("img_size", img_size, 8192);
+  at_most("in_chans", in_chans, 1024);
+  at_most("embed_dim", embed_dim, 16384);
+  at_most("depth", depth, 1024);
+  at_most("num_heads", num_heads, 1024);
+  at_most("num_classes", num_classes, 1 << 20);
+  if (mlp_ratio > 64) bad("mlp_ratio", std::to_string(mlp_ratio), "implausibly large (at most 64)");
   if (img_size % patch_size != 0) {
     bad("img_size", std::to_string(img_size), "not divisible by patch_size " + std::to_string(patch_size));
   }

@@ -31,6 +31,9 @@ void VqkdConfig::validate() const {
   if (n_code <= 0) bad("n_code", std::to_string(n_code), "must be positive");
   if (code_dim <= 0) bad("code_dim", std::to_string(code_dim), "must be positive");
   if (target_dim <= 0) bad("target_dim", std::to_string(target_dim), "must be positive");
+  if (n_code > (1 << 20)) bad("n_code", std::to_string(n_code), "implausibly large (at most 1048576)");
+  if (code_dim > 16384) bad("code_dim", std::to_string(code_dim), "implausibly large (at most 16384)");
+  if (target_dim > 16384) bad("target_dim", std::to_string(target_dim), "implausibly large (at most 16384)");
   if (!(decay >= 0 && decay < 1)) bad("decay", std::to_string(decay), "must be in [0, 1)");
   if (dead_code_restart_steps < 0) bad("dead_code_restart_steps", std::to_string(dead_code_restart_steps), ">= 0");
   try {
@@ -250,13 +253,13 @@ VqkdConfig tokenizer_config(const std::filesystem::path& weights, const Metadata
     throw ConfigError(weights.string() + ": the stored tokenizer config is implausibly large (" +
                       std::to_string(config->second.size()) + " bytes)");
   }
-  YAML::Node root;
-  try {
-    root = YAML::Load(config->second);
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(weights.string() + ": the stored tokenizer config is not valid YAML: " + e.msg);
+  const std::string label = weights.string() + " (stored config)";
+  const YAML::Node root = load_yaml_text(config->second, label);
+  if (!root.IsMap() || root.size() == 0) {
+    throw ConfigError(label + ": the stored tokenizer config is empty or not a mapping (a damaged file?): "
+                      "name its registered preset instead");
   }
-  YamlMap m(root, weights.string() + " (stored config)", "model");
+  YamlMap m(root, label, "model");
   return vqkd_config_from_yaml(m);
 }
 

@@ -9,8 +9,10 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <sys/resource.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <numeric>
@@ -621,6 +623,89 @@ TEST(DataDecode, LoaderSkipsAndCountsBadFilesOrFailsNamingThem) {
   }
 }
 
+/// A PNG's bytes with the IHDR width and height replaced (CRC updated): a tiny file that claims a huge image.
+std::string png_claiming(const std::string& png, uint32_t width, uint32_t height) {
+  std::string out = png;
+  auto put32 = [&](size_t at, uint32_t v) {
+    for (int i = 0; i < 4; ++i) out[at + i] = static_cast<char>((v >> (24 - 8 * i)) & 0xff);
+  };
+  put32(16, width);
+  put32(20, height);
+  uint32_t crc = 0xffffffffu;  // CRC-32 of the chunk type and data (bytes 12..28)
+  for (size_t i = 12; i < 29; ++i) {
+    crc ^= static_cast<uint8_t>(out[i]);
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xedb88320u & (0u - (crc & 1u)));
+  }
+  put32(29, ~crc);
+  return out;
+}
+
+TEST(DataDecode, HugeImagesAreRefusedFromTheHeaderPerThePolicy) {
+  test::TempDir tmp("huge");
+  const cv::Mat img = random_rgb(40, 48, 3);
+  const std::string png = encode(img, ".png");
+  write_bytes(tmp / "good.png", png);
+  write_bytes(tmp / "huge.png", png_claiming(png, 20000, 20000));  // 400 megapixels: 1.2 GB decoded
+  write_bytes(tmp / "good.jpg", encode(img, ".jpg"));
+  write_bytes(tmp / "good.bmp", encode(img, ".bmp"));
+  const std::string huge = read_file(tmp / "huge.png");
+  ASSERT_EQ(peek_image_size(std::vector<uint8_t>(huge.begin(), huge.end())).width, 20000);
+  try {
+    load_rgb(tmp / "huge.png");
+    FAIL() << "decoded";
+  } catch (const DecodeError& e) {
+    EXPECT_EQ(std::string(e.what()), (tmp / "huge.png").string() +
+                                         ": image too large (20000x20000 pixels, more than the limit of 64000000)");
+  }
+  // The limit is an option: from the header for PNG and JPEG, after decoding for other formats; 0 disables it.
+  DecodeOptions small;
+  small.max_pixels = 48 * 40 - 1;
+  for (const char* f : {"good.png", "good.jpg", "good.bmp"}) {
+    try {
+      load_rgb(tmp / f, small);
+      ADD_FAILURE() << f << " decoded";
+    } catch (const DecodeError& e) {
+      EXPECT_NE(std::string(e.what()).find(": image too large (48x40 pixels, more than the limit of 1919)"),
+                std::string::npos)
+          << e.what();
+    }
+    small.max_pixels = 48 * 40;
+    EXPECT_EQ(load_rgb(tmp / f, small).size(), cv::Size(48, 40)) << f;
+    small.max_pixels = 48 * 40 - 1;
+  }
+  // A dataset's loads follow its options; the loader's decode policy decides: skip counts it, fail names it.
+  auto ds = std::make_shared<ImageDataset>(ImageDataset::folder(tmp.path()));
+  EXPECT_EQ(ds->decode_options().max_pixels, 64'000'000);
+  TrainTransform t;
+  t.crop.size = 8;
+  LoaderOptions o;
+  o.batch_size = 4;
+  o.num_workers = 1;
+  {
+    Loader loader(ds->size(), train_sample_fn(ds, t), o);
+    loader.start_epoch(0);
+    int64_t seen = 0;
+    while (auto b = loader.next()) seen += b->size();
+    EXPECT_EQ(seen, 4) << "the huge file is replaced by a good one";
+    EXPECT_EQ(loader.skipped_files(), std::vector<std::string>{(tmp / "huge.png").string() +
+                                      ": image too large (20000x20000 pixels, more than the limit of 64000000)"});
+  }
+  o.decode_policy = DecodePolicy::kFail;
+  ds->set_decode_options(DecodeOptions{3000});
+  Loader failing(ds->size(), train_sample_fn(ds, t), o);
+  failing.start_epoch(0);
+  try {
+    while (failing.next()) {
+    }
+    FAIL() << "no error with decode policy fail";
+  } catch (const DecodeError& e) {
+    EXPECT_NE(std::string(e.what()).find("huge.png: image too large"), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Loader
+// ---------------------------------------------------------------------------------------------------------
 // ---------------------------------------------------------------------------------------------------------
 // Loader
 // ---------------------------------------------------------------------------------------------------------
@@ -862,6 +947,37 @@ TEST(DataLoader, StopsCleanlyMidEpoch) {
   bad.world_size = 4;
   EXPECT_THROW(Loader(10, tiny_sample, bad), ConfigError);
   EXPECT_THROW(Loader(0, tiny_sample, LoaderOptions{}), ConfigError);
+}
+
+TEST(DataLoader, ThreadsTheSystemRefusesAreAnErrorNotAnAbort) {
+  LoaderOptions o;
+  o.num_workers = 30000;
+  EXPECT_THROW(Loader(10, tiny_sample, o), ConfigError);  // far past any machine: refused up front
+  // Thread creation failing half-way used to leave the started threads joinable: std::terminate. A child process
+  // whose address space has room for a few thread stacks only asks for 1000 workers.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto child = [] {
+    long vm_kb = 0;
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("VmSize:", 0) == 0) vm_kb = std::stol(line.substr(7));
+    }
+    rlimit lim{};
+    getrlimit(RLIMIT_AS, &lim);
+    lim.rlim_cur = static_cast<rlim_t>(vm_kb + 256 * 1024) * 1024;  // 256 MB more than now
+    setrlimit(RLIMIT_AS, &lim);
+    LoaderOptions many;
+    many.num_workers = 1000;
+    try {
+      Loader l(10, tiny_sample, many);
+      std::fprintf(stderr, "all 1000 threads started\n");
+      std::_Exit(3);
+    } catch (const std::runtime_error& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      std::_Exit(std::string(e.what()).find("loader: cannot start 1000 worker threads") == 0 ? 0 : 2);
+    }
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "loader: cannot start 1000 worker threads \\([0-9]+ started");
 }
 
 }  // namespace

@@ -1,7 +1,9 @@
 // Weights I/O (safetensors, state dicts) and image decoding.
 #include <opencv2/imgcodecs.hpp>
+#include <sys/wait.h>
 
 #include <fstream>
+#include <limits>
 
 #include "beitv2/beitv2.h"
 #include "common.h"
@@ -125,6 +127,105 @@ TEST_F(Io, StrictLoadReportsEveryProblemAtOnce) {
   auto report = load_state_dict(*vit, sd, LoadOptions{{"teacher."}});
   EXPECT_TRUE(report.ok());
   EXPECT_EQ(vit->cls_token.flatten()[0].item<float>(), 7.0f);
+}
+
+TEST_F(Io, WrongKindsOfDtypeAndNonFiniteWeightsAreRefusedByName) {
+  VisionTransformer vit(vit_preset("vit_test_tiny"));
+  const auto before = vit->cls_token.detach().clone();
+  auto sd = state_dict(*vit);
+  sd["cls_token"] = torch::zeros({1, 1, 32}, torch::kInt32);  // silently 0.0 before
+  sd["pos_embed"] = torch::ones({1, 17, 32}, torch::kInt64);
+  sd["blocks.0.norm2.weight"] = torch::ones({32}, torch::kBool);
+  sd["blocks.0.norm1.bias"][3] = std::numeric_limits<float>::quiet_NaN();
+  sd["blocks.1.attn.proj.weight"][0][0] = std::numeric_limits<float>::infinity();
+  try {
+    load_state_dict(*vit, sd, {}, "w.safetensors");
+    FAIL() << "no error";
+  } catch (const std::runtime_error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("cannot load w.safetensors"), std::string::npos) << m;
+    EXPECT_NE(m.find("3 of the wrong kind of dtype"), std::string::npos) << m;
+    EXPECT_NE(m.find("cls_token: weights Int vs model Float"), std::string::npos) << m;
+    EXPECT_NE(m.find("pos_embed: weights Long vs model Float"), std::string::npos) << m;
+    EXPECT_NE(m.find("blocks.0.norm2.weight: weights Bool vs model Float"), std::string::npos) << m;
+    EXPECT_NE(m.find("2 with NaN or Inf values"), std::string::npos) << m;
+    EXPECT_NE(m.find("blocks.0.norm1.bias: 1 of 32 values"), std::string::npos) << m;
+    EXPECT_NE(m.find("blocks.1.attn.proj.weight: 1 of 1024 values"), std::string::npos) << m;
+  }
+  EXPECT_TRUE(torch::equal(vit->cls_token.detach(), before)) << "a refused load changed the model";
+  // Converting within a kind still loads: F16/F64 into F32 parameters, I32 into an I64 index buffer; a float
+  // tensor for that index buffer is refused.
+  ViTConfig rel = vit_preset("vit_test_tiny");
+  rel.use_abs_pos_emb = false;
+  rel.use_rel_pos_bias = true;
+  VisionTransformer vr(rel);
+  auto sr = state_dict(*vr);
+  std::string index_name;
+  for (auto& [name, t] : sr) {
+    if (name.find("relative_position_index") != std::string::npos) {
+      index_name = name;
+      t = t.to(torch::kInt32);
+    } else if (t.is_floating_point()) {
+      t = t.to(name == "cls_token" ? torch::kFloat64 : torch::kFloat16);
+    }
+  }
+  ASSERT_FALSE(index_name.empty());
+  EXPECT_TRUE(load_state_dict(*vr, sr).ok());
+  sr[index_name] = sr[index_name].to(torch::kFloat32);
+  EXPECT_THROW(load_state_dict(*vr, sr), std::runtime_error);
+}
+
+// ---- tools/convert_checkpoint.py ----
+
+/// The build env's python (torch + safetensors), or "" when there is none.
+std::string build_python() {
+  if (const char* p = std::getenv("BEITV2_BUILD_PYTHON"); p && std::filesystem::exists(p)) return p;
+  const char* home = std::getenv("HOME");
+  const auto p = std::filesystem::path(home ? home : "") / ".cache/beitv2/build-env/bin/python";
+  return std::filesystem::exists(p) ? p.string() : "";
+}
+
+TEST(ConvertCheckpoint, BadInputsEndWithOneLineAndStatusOne) {
+  const std::string py = build_python();
+  if (py.empty()) GTEST_SKIP() << "no build-env python with torch (BEITV2_BUILD_PYTHON)";
+  test::TempDir tmp("convert");
+  const std::string script = (test::source_dir() / "tools/convert_checkpoint.py").string();
+  const auto at = [&](const char* name) { return (tmp / name).string(); };
+  std::ofstream(at("empty.pth")).flush();
+  std::ofstream(at("garbage.safetensors")) << "this is not a safetensors file";
+  const std::string make = py + " -c \"import torch, warnings; warnings.simplefilter('ignore'); "
+                                "q = torch.quantize_per_tensor(torch.randn(4), 0.1, 0, torch.qint8); "
+                                "torch.save({'model': {'w': q, 'b': torch.zeros(2)}}, '" + at("quantized.pth") + "'); "
+                                "torch.save({'model': {'w': torch.randn(4, 4).to_sparse()}}, '" + at("sparse.pth") + "')\"";
+  ASSERT_EQ(std::system(make.c_str()), 0) << make;
+  struct Case {
+    std::string args, expect;
+  };
+  const std::vector<Case> cases = {
+      // Before: advice to pass --unsafe-pickle.
+      {at("missing.pth") + " " + at("o.safetensors"), at("missing.pth") + ": no such file"},
+      // Before: a traceback (IndexError, EOFError with --unsafe-pickle).
+      {at("empty.pth") + " " + at("o.safetensors"), at("empty.pth") + ": empty file"},
+      {"--unsafe-pickle " + at("empty.pth") + " " + at("o.safetensors"), at("empty.pth") + ": empty file"},
+      {tmp.path().string() + " " + at("o.safetensors"), tmp.path().string() + ": is a directory"},
+      // Before: KeyError: torch.qint8 / RuntimeError: unsupported memory format option.
+      {at("quantized.pth") + " " + at("o.safetensors"), "'w' is quantized (torch.qint8)"},
+      {at("sparse.pth") + " " + at("o.safetensors"), "'w' is sparse (torch.sparse_coo)"},
+      // Before: SafetensorError traceback.
+      {"--to-pth " + at("garbage.safetensors") + " " + at("o.pth"), ": not a readable .safetensors file ("},
+      {"--to-pth " + at("missing.safetensors") + " " + at("o.pth"), at("missing.safetensors") + ": no such file"},
+  };
+  for (const auto& c : cases) {
+    const std::string cmd = py + " " + script + " " + c.args + " > " + at("stdout") + " 2> " + at("stderr");
+    const int rc = std::system(cmd.c_str());
+    ASSERT_TRUE(WIFEXITED(rc)) << cmd;
+    EXPECT_EQ(WEXITSTATUS(rc), 1) << cmd;
+    const std::string err = read_file(at("stderr"));
+    EXPECT_EQ(err.rfind("convert_checkpoint: ", 0), 0u) << cmd << "\n" << err;
+    EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 1) << "not one line: " << cmd << "\n" << err;
+    EXPECT_NE(err.find(c.expect), std::string::npos) << "expected '" << c.expect << "' in: " << err;
+    EXPECT_FALSE(std::filesystem::exists(at("o.safetensors")) || std::filesystem::exists(at("o.pth"))) << cmd;
+  }
 }
 
 // ---- images ----

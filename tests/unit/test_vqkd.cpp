@@ -1,5 +1,6 @@
 // NormEMAVectorQuantizer and VQKD: analytic cases, properties, official names, behaviour.
 #include <ATen/autocast_mode.h>
+#include <sys/wait.h>
 
 #include <fstream>
 
@@ -312,6 +313,39 @@ TEST(VqkdYaml, PresetWithTowerOverridesAndDerivedDecoder) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("must be 0"), std::string::npos) << e.what();
   }
+}
+
+TEST(TokenizeImages, AnotherTokenizerThanTheStoredOneSaysSoBeforeAShortSample) {
+  test::TempDir tmp("tokenize");
+  VqkdConfig wide = vqkd_preset("vqkd_test_tiny");
+  wide.encoder.embed_dim = 48;  // every encoder tensor differs from vqkd_test_tiny's
+  wide.derive();
+  VQKD vq(wide);
+  const auto weights = tmp / "tok.safetensors";
+  save_weights(*vq, weights, {{"format", "beitv2-tokenizer"}, {"config", wide.to_yaml()}});
+  std::ofstream(tmp / "list.txt") << test::photos_dir().string() << "/baboon.jpg\n"
+                                  << test::photos_dir().string() << "/box.png\n";
+  const auto run = [&](const std::string& extra) {
+    const std::string cmd = std::string(BEITV2_BIN_DIR) + "/tokenize-images --weights " + weights.string() +
+                            " --list " + (tmp / "list.txt").string() + " --out " + (tmp / "t.jsonl").string() +
+                            " --threads 1 " + extra + " > " + (tmp / "out.txt").string() + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    return std::make_pair(WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_file(tmp / "out.txt"));
+  };
+  const auto [rc, out] = run("--tokenizer vqkd_test_tiny");
+  EXPECT_EQ(rc, 1) << out;
+  // Before: "cannot load ...:" and one line per mismatched tensor (dozens for a real model).
+  EXPECT_EQ(out.rfind("tokenize-images: error: " + weights.string() + " holds its own tokenizer config", 0), 0u)
+      << out;
+  EXPECT_NE(out.find("embed_dim 48"), std::string::npos) << out;
+  EXPECT_NE(out.find("leave --tokenizer out to use the stored config"), std::string::npos) << out;
+  EXPECT_NE(out.find("more"), std::string::npos) << out;
+  EXPECT_LE(std::count(out.begin(), out.end(), '\n'), 7) << out;
+  // Without --tokenizer the stored config is used; a negative --resize is refused.
+  const auto [ok_rc, ok_out] = run("");
+  EXPECT_EQ(ok_rc, 0) << ok_out;
+  EXPECT_NE(ok_out.find("tokenised 2 images"), std::string::npos) << ok_out;
+  EXPECT_NE(run("--resize -5").first, 0);
 }
 
 }  // namespace

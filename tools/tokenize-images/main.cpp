@@ -16,6 +16,8 @@
 
 #include <chrono>
 #include <iostream>
+#include <optional>
+#include <sstream>
 #include <thread>
 
 #include "beitv2/beitv2.h"
@@ -35,6 +37,38 @@ struct Args {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 };
 
+bool has_stored_config(const beitv2::SafetensorsFile& f) {
+  const auto format = f.metadata.find("format");
+  return format != f.metadata.end() && format->second == "beitv2-tokenizer" && f.metadata.count("config");
+}
+
+/// "name: weights [..] vs model [..]" for each tensor whose shape differs.
+std::vector<std::string> shape_mismatches(const torch::nn::Module& m, const beitv2::TensorMap& tensors) {
+  std::vector<std::string> out;
+  for (const auto& [name, t] : beitv2::state_dict(m)) {
+    const auto it = tensors.find(name);
+    if (it != tensors.end() && !it->second.sizes().equals(t.sizes())) {
+      out.push_back(c10::str(name, ": weights ", it->second.sizes(), " vs model ", t.sizes()));
+    }
+  }
+  return out;
+}
+
+/// A --tokenizer that does not fit a file with its own stored config: say so first, then a few examples.
+[[noreturn]] void refuse_other_config(const Args& a, const beitv2::VqkdConfig& stored,
+                                      const std::vector<std::string>& mismatches) {
+  const auto& e = stored.encoder;
+  std::ostringstream os;
+  os << a.weights << " holds its own tokenizer config (encoder img_size " << e.img_size << ", patch_size "
+     << e.patch_size << ", embed_dim " << e.embed_dim << ", depth " << e.depth << "; n_code " << stored.n_code
+     << ", code_dim " << stored.code_dim << ", target_dim " << stored.target_dim << "), which differs from --tokenizer "
+     << a.tokenizer << ": leave --tokenizer out to use the stored config. " << mismatches.size()
+     << " tensors differ in shape, e.g.:";
+  for (size_t i = 0; i < std::min<size_t>(mismatches.size(), 5); ++i) os << "\n    " << mismatches[i];
+  if (mismatches.size() > 5) os << "\n    ... and " << mismatches.size() - 5 << " more";
+  throw std::runtime_error(os.str());
+}
+
 int run(const Args& a, bool tokenizer_given) {
   using namespace beitv2;
   torch::set_num_threads(a.threads);
@@ -43,23 +77,33 @@ int run(const Args& a, bool tokenizer_given) {
   // Which tokenizer: --config, else --tokenizer, else the config train-vqkd stored in the weights' metadata.
   VqkdConfig cfg;
   std::string label = a.tokenizer;
-  const auto stored = weights.metadata.find("config");
+  std::optional<VqkdConfig> stored;
+  if (has_stored_config(weights)) {
+    try {
+      stored = tokenizer_config(a.weights, weights.metadata);
+    } catch (const ConfigError&) {
+      if (!tokenizer_given && a.config.empty()) throw;  // else --tokenizer or --config replaces it
+    }
+  }
   if (!a.config.empty()) {
     YAML::Node root = load_yaml_file(a.config);
     YamlMap top(root, a.config, "");
     auto m = top.child("model");
     cfg = vqkd_config_from_yaml(m);
     label = a.config;
-  } else if (!tokenizer_given && stored != weights.metadata.end() &&
-             weights.metadata["format"] == "beitv2-tokenizer") {
-    YamlMap m(YAML::Load(stored->second), a.weights + " (metadata)", "model");
-    cfg = vqkd_config_from_yaml(m);
+  } else if (!tokenizer_given && stored) {
+    cfg = *stored;
     label = a.weights + " (its stored config)";
   } else {
-    cfg = vqkd_preset(a.tokenizer);
+    cfg = tokenizer_config(a.weights, weights.metadata, a.tokenizer);
   }
   VQKD vq(cfg);
   if (!a.weights.empty()) {
+    if (tokenizer_given && a.config.empty() && stored && stored->to_yaml() != cfg.to_yaml()) {
+      if (const auto bad = shape_mismatches(*vq, weights.tensors); !bad.empty()) refuse_other_config(a, *stored, bad);
+      log::warn(a.weights + " holds its own tokenizer config, which differs from --tokenizer " + a.tokenizer +
+                " (the shapes fit); using --tokenizer");
+    }
     load_state_dict(*vq, weights.tensors, {}, a.weights);
   } else if (a.random_init) {
     log::warn("--random-init: RANDOM weights, codebook from k-means on the first batch (ids are meaningless)");
@@ -72,7 +116,7 @@ int run(const Args& a, bool tokenizer_given) {
       a.list.empty() ? data::ImageDataset::folder(a.images) : data::ImageDataset::list_file(a.list);
   data::EvalTransform eval;
   eval.crop = static_cast<int>(cfg.encoder.img_size);
-  eval.resize = std::max(0, a.resize);  // 0: crop * 256 / 224
+  eval.resize = a.resize;  // 0: crop * 256 / 224
   eval.validate();
   log::info(c10::str(images.size(), " images, tokenizer ", label, ", resize ", eval.resize_size(), " crop ",
                      eval.crop, ", ", a.threads, " threads"));
@@ -139,7 +183,8 @@ int main(int argc, char** argv) {
   auto* lst = app.add_option("--list", a.list, "file with one image path per line");
   img->excludes(lst);
   app.add_option("--out", a.out, "output .jsonl or .safetensors");
-  app.add_option("--resize", a.resize, "shorter side before the centre crop (default: crop*256/224)");
+  app.add_option("--resize", a.resize, "shorter side before the centre crop (default 0: crop*256/224)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--batch", a.batch)->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--threads", a.threads)->capture_default_str()->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);

@@ -60,8 +60,16 @@ class YamlMap {
   std::set<std::string> used_;
 };
 
-/// Loads a YAML file; throws ConfigError naming the file on a missing file or a syntax error.
+/// Loads a YAML file; throws ConfigError naming the file on a missing file, a directory, a syntax error or a
+/// repeated key (check_unique_keys).
 YAML::Node load_yaml_file(const std::string& file);
+
+/// The same for YAML text held in memory (e.g. a config stored in a weights file); `label` stands for the file.
+YAML::Node load_yaml_text(const std::string& text, const std::string& label);
+
+/// Throws ConfigError("label:12: duplicate key 'data.batch_size' (first at line 3)") for the first mapping in the
+/// tree that repeats a key (yaml-cpp keeps both and reads the first: configs are strict, so it is an error).
+void check_unique_keys(const YAML::Node& root, const std::string& label);
 
 /// Applies "a.b.c=value" overrides (as given to --set) to a YAML tree, creating keys as needed.
 /// The value is parsed as YAML (so "1e-3", "true", "[1,2]" keep their types).

@@ -37,7 +37,7 @@ class AtomicFile {
 /// a path that cannot be opened (some filesystems refuse directory fds) is skipped silently.
 void fsync_path(const std::filesystem::path& path);
 
-/// Reads a whole file; throws IoError naming it.
+/// Reads a whole file; throws IoError naming it (also "<path>: is a directory").
 std::string read_file(const std::filesystem::path& path);
 
 /// Writes a whole file atomically (AtomicFile).

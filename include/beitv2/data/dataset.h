@@ -37,14 +37,23 @@ class DecodeError : public IoError {
 /// True for the image extensions datasets pick up (case-insensitive).
 bool is_image_file(const std::filesystem::path& path);
 
+/// How image files are decoded.
+struct DecodeOptions {
+  /// The largest image accepted, in pixels (width x height); 0: no limit. Read from the file header before any
+  /// pixel is decoded (JPEG, PNG), else checked after decoding. A 20000x20000 PNG of a few kilobytes would
+  /// otherwise take 1.2 GB to decode.
+  int64_t max_pixels = 64'000'000;
+};
+
 /// Reads and decodes an image file to 3-channel uint8 RGB (grey expanded, alpha dropped), strictly: a missing,
 /// empty, truncated (a JPEG whose entropy-coded data ends before the end-of-image marker; a PNG that libpng
-/// rejects) or undecodable file throws DecodeError("<path>: <reason>"). OpenCV alone would return a partly grey
-/// image for a truncated JPEG.
-cv::Mat load_rgb(const std::filesystem::path& path);
+/// rejects), undecodable or too large (DecodeOptions::max_pixels) file throws DecodeError("<path>: <reason>").
+/// OpenCV alone would return a partly grey image for a truncated JPEG.
+cv::Mat load_rgb(const std::filesystem::path& path, const DecodeOptions& options = {});
 
 /// The same from bytes already in memory; `name` labels errors.
-cv::Mat decode_rgb_bytes(const std::vector<uint8_t>& bytes, const std::string& name);
+cv::Mat decode_rgb_bytes(const std::vector<uint8_t>& bytes, const std::string& name,
+                         const DecodeOptions& options = {});
 
 /// Image dimensions from the file header without decoding pixels (JPEG SOF, PNG IHDR); {0, 0} if the format is
 /// not one of those two (callers then decode fully).
@@ -81,14 +90,19 @@ class ImageDataset {
   /// "12000 images, 10 classes, image_folder /data/train" (for logs).
   std::string summary() const;
 
-  /// Decodes sample i (load_rgb).
-  cv::Mat load(int64_t i) const { return load_rgb(path(i)); }
+  /// Decodes sample i (load_rgb with decode_options()).
+  cv::Mat load(int64_t i) const { return load_rgb(path(i), decode_); }
+
+  /// How load() decodes (default: DecodeOptions{}).
+  const DecodeOptions& decode_options() const { return decode_; }
+  void set_decode_options(const DecodeOptions& options) { decode_ = options; }
 
  private:
   std::vector<std::filesystem::path> paths_;
   std::vector<int64_t> labels_;
   std::vector<std::string> classes_;
   std::string source_;
+  DecodeOptions decode_;
 };
 
 }  // namespace beitv2::data

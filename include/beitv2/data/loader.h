@@ -67,7 +67,8 @@ struct Batch {
 ///   LoaderOptions o;  o.batch_size = 128;  o.num_workers = 8;  o.rank = rank;  o.world_size = 8;
 struct LoaderOptions {
   int64_t batch_size = 64;
-  int num_workers = 2;               ///< worker threads (>= 1)
+  static constexpr int kMaxWorkers = 1024;
+  int num_workers = 2;               ///< worker threads, in [1, kMaxWorkers]
   int prefetch_batches = 4;          ///< batches produced ahead of the consumer (>= 1)
   bool shuffle = true;               ///< permute per epoch from (seed, epoch); false: dataset order
   bool drop_last = true;             ///< drop this rank's final incomplete batch
@@ -86,7 +87,8 @@ struct LoaderOptions {
 
 class Loader {
  public:
-  /// `dataset_size` samples, made by `fn`. Starts the worker threads (idle until start_epoch).
+  /// `dataset_size` samples, made by `fn`. Starts the worker threads (idle until start_epoch); throws
+  /// std::runtime_error, with no thread left running, when the system refuses to start them all.
   Loader(int64_t dataset_size, SampleFn fn, LoaderOptions options);
   ~Loader();
   Loader(const Loader&) = delete;
@@ -114,6 +116,7 @@ class Loader {
  private:
   struct Slot;
   void worker_loop();
+  void stop_workers();  // stops and joins every worker
   Sample make_sample(int64_t index, int64_t epoch, int64_t* used_index);
   Batch assemble(std::vector<Sample>& samples, const std::vector<int64_t>& indices, int64_t epoch,
                  int64_t step) const;

@@ -26,12 +26,18 @@ struct LoadReport {
   std::vector<std::string> missing;     // in the module, not in the file
   std::vector<std::string> unexpected;  // in the file, not in the module
   std::vector<std::string> mismatched;  // "name: file [..] vs module [..]"
-  bool ok() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
+  std::vector<std::string> wrong_dtype;  // "name: weights Long vs model Float" (float vs integer or bool)
+  std::vector<std::string> non_finite;   // "name: 3 of 768 values" (NaN or Inf)
+  bool ok() const {
+    return missing.empty() && unexpected.empty() && mismatched.empty() && wrong_dtype.empty() && non_finite.empty();
+  }
   std::string to_string() const;
 };
 
-/// Copies tensors into the module's parameters and buffers (converting dtype, keeping the module's device).
-/// Throws std::runtime_error listing every problem at once when the load is not clean under `options`;
+/// Copies tensors into the module's parameters and buffers (converting dtype within a kind, keeping the module's
+/// device). Throws std::runtime_error listing every problem at once when the load is not clean under `options`:
+/// shape mismatches, a floating tensor for an integer or bool parameter or buffer (or the reverse) and NaN or Inf
+/// values are always fatal, missing and unexpected names when strict;
 /// `source` labels the message (usually the file name).
 LoadReport load_state_dict(torch::nn::Module& module, const TensorMap& tensors, const LoadOptions& options = {},
                            const std::string& source = "state dict");

@@ -75,7 +75,8 @@ struct ViTConfig {
   int64_t grid_size() const { return img_size / patch_size; }
   int64_t num_patches() const { return grid_size() * grid_size(); }
 
-  /// Throws ConfigError naming the field and the bad value.
+  /// Throws ConfigError naming the field and the bad value; sizes far beyond any real model (img_size > 8192,
+  /// embed_dim > 16384, depth or num_heads > 1024, ...) are errors too, so a corrupt config cannot ask for terabytes.
   void validate() const;
   /// Aligned "key  value" lines, one per field.
   std::string to_string() const;
