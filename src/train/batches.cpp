@@ -35,9 +35,12 @@ std::unique_ptr<BatchSource> make_batch_source(int64_t count, data::SampleFn fn,
 
 namespace {
 
-std::shared_ptr<const data::ImageDataset> folder_dataset(const std::string& key, const std::string& folder) {
+std::shared_ptr<const data::ImageDataset> folder_dataset(const std::string& key, const std::string& folder,
+                                                         const DataConfig& d) {
   try {
-    return std::make_shared<const data::ImageDataset>(data::ImageDataset::folder(folder));
+    auto ds = std::make_shared<data::ImageDataset>(data::ImageDataset::folder(folder));
+    ds->set_decode_options({.max_pixels = d.max_pixels});
+    return ds;
   } catch (const IoError& e) {
     throw ConfigError(key + " = " + folder + ": " + e.what());
   }
@@ -61,7 +64,7 @@ data::LoaderOptions loader_options(const DataConfig& d, bool train, int64_t seed
 
 std::unique_ptr<BatchSource> make_view_batches(const DataConfig& d, int64_t size, bool train, int64_t seed,
                                                int64_t batch_size, int64_t rank, int64_t world) {
-  const auto dataset = folder_dataset(train ? "data.train" : "data.val", train ? d.train : d.val);
+  const auto dataset = folder_dataset(train ? "data.train" : "data.val", train ? d.train : d.val, d);
   const int interp = data::parse_interpolation(d.interpolation);
   data::SampleFn fn;
   if (train) {
@@ -101,7 +104,7 @@ std::unique_ptr<BatchSource> make_two_view_batches(const std::string& key, const
                                                    const DataConfig& d, const data::TwoViewTransform& transform,
                                                    const data::MaskingOptions& masking, bool train, int64_t seed,
                                                    int64_t batch_size, int64_t limit, int64_t rank, int64_t world) {
-  const auto dataset = folder_dataset(key, folder);
+  const auto dataset = folder_dataset(key, folder, d);
   auto fn = data::pretrain_sample_fn(dataset, transform, data::MaskingGenerator(masking));
   const int64_t count = limit > 0 ? std::min(limit, dataset->size()) : dataset->size();
   auto src = make_batch_source(count, std::move(fn), loader_options(d, train, seed, batch_size, rank, world));

@@ -53,6 +53,7 @@ void DataConfig::validate() const {
   }
   if (decode_errors != "skip" && decode_errors != "fail") config_fail("data.decode_errors", decode_errors, "skip or fail");
   if (limit < 0) config_fail("data.limit", config_text(limit), "must be >= 0");
+  if (max_pixels < 0) config_fail("data.max_pixels", config_text(max_pixels), "must be >= 0 (0 = no limit)");
 }
 
 void TeacherConfig::validate() const {

@@ -385,7 +385,7 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
           r["weight_decay"] = oc.weight_decay;
           r["skipped_nonfinite"] = summary.skipped_nonfinite;
           run.metrics(r);
-          if (summary.first_window.is_null()) summary.first_window = r;
+          if (summary.first_window.empty()) summary.first_window = r;
           summary.last_window = r;
         }
         window.reset();

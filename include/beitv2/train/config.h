@@ -52,6 +52,7 @@ struct DataConfig {
   std::string interpolation = "bicubic";
   std::string decode_errors = "skip";  ///< skip (warn and count) | fail
   int64_t limit = 0;                 ///< use at most this many training images (0 = all)
+  int64_t max_pixels = 64'000'000;   ///< larger images are decode errors (checked from the header); 0 = no limit
 
   template <class V>
   void visit(V& v) {
@@ -64,6 +65,7 @@ struct DataConfig {
     v("interpolation", interpolation);
     v("decode_errors", decode_errors);
     v("limit", limit);
+    v("max_pixels", max_pixels);
   }
   void validate() const;
 };

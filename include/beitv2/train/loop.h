@@ -105,9 +105,10 @@ struct LoopSummary {
   int64_t skipped_nonfinite = 0;     ///< steps skipped for a non-finite loss or gradient
   bool finished = false;             ///< reached the configured end (else stopped)
   bool already_finished = false;     ///< resumed a finished run: nothing was done
-  nlohmann::json first_window;       ///< metrics of the first logged window of this invocation (its first step)
-  nlohmann::json last_window;        ///< metrics of the last non-empty window
-  nlohmann::json last_eval;          ///< the last evaluate() record
+  /// Metrics of the first logged window of this invocation (its first step); {} when no step ran.
+  nlohmann::json first_window = nlohmann::json::object();
+  nlohmann::json last_window = nlohmann::json::object();  ///< metrics of the last non-empty window
+  nlohmann::json last_eval = nlohmann::json::object();    ///< the last evaluate() record
   std::vector<std::filesystem::path> outputs;  ///< finish()'s files
 };
 
