@@ -9,6 +9,7 @@
 
 #include "beitv2/beitv2.h"
 #include "beitv2/train/checkpoint.h"
+#include "beitv2/train/finetune_trainer.h"
 #include "beitv2/train/optim.h"
 #include "beitv2/train/vqkd_trainer.h"
 #include "common.h"
@@ -290,6 +291,8 @@ TEST(Configs, EveryShippedConfigParses) {
     if (root["teacher"]) {  // a train-vqkd config
       auto c = VqkdTrainConfig::load(e.path().string());
       EXPECT_NO_THROW(c.validate()) << e.path();
+    } else if (root["mixup"]) {  // a finetune-beitv2 config
+      EXPECT_NO_THROW(FinetuneConfig::load(e.path().string())) << e.path();
     } else {  // a model config
       YamlMap top(root, e.path().string(), "");
       auto m = top.child("model");
