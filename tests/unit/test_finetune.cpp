@@ -156,6 +156,33 @@ TEST(FinetuneInit, VqkdEncoderAndTimmLayoutLoadAndWrongArchitecturesAreOneLine) 
   EXPECT_NO_THROW(init_classifier(d, timm, lenient));
 }
 
+TEST(FinetuneInit, TimmLayoutLoadsStrictlyInTimmsBeitWithTheSameLogits) {
+  const char* py = std::getenv("BEITV2_REF_PYTHON");
+  if (!py || !std::filesystem::exists(py)) GTEST_SKIP() << "BEITV2_REF_PYTHON not set: no reference environment";
+  auto cfg = vit_preset("beitv2_test_tiny");
+  cfg.num_classes = 3;
+  torch::manual_seed(0);
+  VisionTransformer vit(cfg);
+  {
+    torch::NoGradGuard ng;
+    for (auto& p : vit->parameters()) p.add_(torch::randn_like(p) * 0.05);  // nothing left at zero
+  }
+  vit->eval();
+  auto x = torch::randn({2, 3, 32, 32});
+  torch::Tensor logits;
+  {
+    torch::NoGradGuard ng;
+    logits = vit->forward(x);
+  }
+  test::TempDir dir("ft_timm");
+  write_safetensors(dir / "timm.safetensors", to_timm_layout(state_dict(*vit)));
+  write_safetensors(dir / "expect.safetensors", {{"input", x}, {"logits", logits}});
+  const std::string cmd = std::string(py) + " " + (test::source_dir() / "tests/reference/check_classifier_timm.py").string() +
+                          " " + (dir / "timm.safetensors").string() + " " + (dir / "expect.safetensors").string() +
+                          " 32 8 32 2 2 0.1 3";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+
 // ---- relative position table resize (official geometric-progression bicubic) ----
 
 TEST(FinetuneInit, RelPosTableResizeIsExactForCubicsAndKeepsTheClsRows) {
