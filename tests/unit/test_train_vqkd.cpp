@@ -9,6 +9,8 @@
 
 #include "beitv2/beitv2.h"
 #include "beitv2/train/checkpoint.h"
+#include "beitv2/train/finetune_trainer.h"
+#include "beitv2/train/linear_probe.h"
 #include "beitv2/train/optim.h"
 #include "beitv2/train/pretrain_trainer.h"
 #include "beitv2/train/vqkd_trainer.h"
@@ -183,6 +185,10 @@ TEST(Configs, EveryShippedConfigParses) {
     } else if (root["tokenizer"]) {  // a pretrain-beitv2 config (its tokenizer file need not exist yet)
       auto c = PretrainConfig::load(e.path().string());
       EXPECT_NO_THROW(c.validate()) << e.path();
+    } else if (root["mixup"]) {  // a finetune-beitv2 config
+      EXPECT_NO_THROW(FinetuneConfig::load(e.path().string())) << e.path();
+    } else if (root["probe"]) {  // a linear-probe-beitv2 config
+      EXPECT_NO_THROW(LinearProbeConfig::load(e.path().string())) << e.path();
     } else {  // a model config
       YamlMap top(root, e.path().string(), "");
       auto m = top.child("model");

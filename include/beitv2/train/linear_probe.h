@@ -1,0 +1,100 @@
+#pragma once
+// linear-probe-beitv2: how linearly separable a frozen backbone's features are (docs/reference.md §5: the
+// official repo has no BEiT v2 linear-probe script; the protocol here follows MAE's: a BatchNorm1d without affine
+// (eps 1e-6) + a linear head initialised N(0, 0.01), SGD momentum 0.9, no weight decay, lr = base x batch / 256,
+// warmup then cosine; and DINOv2's grid: many heads trained together over features extracted once).
+//
+// The backbone runs in eval mode over the evaluation view of data.train and data.val (Resize + CenterCrop, no
+// augmentation), once; every (block, pooling) feature set is cached in memory, and one head per
+// (block, pooling, lr) is trained on the same minibatches. Poolings: "cls" = the [CLS] token, "mean" = the mean
+// of the patch tokens; block -1 = the backbone's output (after the final `norm` for a backbone that has one, as
+// BEiT v2's CLS-pretrained MIM backbones do; with mean pooling, "mean" goes through `fc_norm`), block i = the
+// output of block i (before any norm). The table (block x pooling x lr -> top-1) is written to the run directory
+// as probe_results.tsv, and every head's final top-1 to metrics.jsonl.
+// Divergences: no augmented-feature training (MAE's RandomResizedCrop + flip) yet; SGD instead of LARS.
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "beitv2/train/finetune_trainer.h"
+
+namespace beitv2 {
+
+/// `probe:` the heads and their training.
+struct ProbeConfig {
+  std::vector<int64_t> blocks = {-1};          ///< -1 = the backbone output, i = block i's output
+  std::string poolings = "cls,mean";           ///< comma-separated: "cls" | "mean"
+  std::vector<double> lrs = {0.01, 0.03, 0.1, 0.3, 1.0};  ///< base lrs (x batch_size / 256)
+  int64_t epochs = 90;
+  int64_t warmup_epochs = 10;
+  int64_t batch_size = 256;
+  double momentum = 0.9;
+  double weight_decay = 0.0;
+  double crop_pct = 0.875;                     ///< feature extraction view: Resize(size / crop_pct) + CenterCrop
+
+  template <class V>
+  void visit(V& v) {
+    v("blocks", blocks);
+    v("poolings", poolings);
+    v("lrs", lrs);
+    v("epochs", epochs);
+    v("warmup_epochs", warmup_epochs);
+    v("batch_size", batch_size);
+    v("momentum", momentum);
+    v("weight_decay", weight_decay);
+    v("crop_pct", crop_pct);
+  }
+  void validate() const;
+};
+
+/// `run:` where and how.
+struct ProbeRunConfig {
+  std::string out_dir = "runs/linear_probe";
+  int64_t seed = 0;
+  int64_t threads = 0;          ///< 0 = all cores
+  std::string device = "cpu";   ///< cpu | cuda
+
+  template <class V>
+  void visit(V& v) {
+    v("out_dir", out_dir);
+    v("seed", seed);
+    v("threads", threads);
+    v("device", device);
+  }
+};
+
+/// The whole linear-probe-beitv2 config file.
+struct LinearProbeConfig {
+  ViTConfig model = FinetuneConfig::default_model();  ///< the backbone (num_classes is ignored)
+  FinetuneInitConfig init;                            ///< its weights ("" = a random backbone)
+  DataConfig data;                                    ///< train / val ImageFolders (batch_size: extraction)
+  ProbeConfig probe;
+  ProbeRunConfig run;
+
+  template <class V>
+  void visit(V& v) {
+    v("model", model);
+    v("init", init);
+    v("data", data);
+    v("probe", probe);
+    v("run", run);
+  }
+  static LinearProbeConfig load(const std::string& file, const std::vector<std::string>& overrides = {});
+  void validate() const;
+  std::string to_yaml() const;
+};
+
+/// One head's result.
+struct ProbeResult {
+  int64_t block = -1;
+  std::string pooling;
+  double lr = 0;       ///< base lr
+  double top1 = 0;     ///< percent on data.val
+};
+
+/// Extracts the features, trains every head, writes probe_results.tsv and metrics.jsonl; returns the results
+/// (best first). Throws ConfigError / std::runtime_error with one clear line.
+std::vector<ProbeResult> linear_probe(const LinearProbeConfig& config);
+
+}  // namespace beitv2
