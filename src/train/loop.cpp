@@ -358,8 +358,8 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
       const bool epoch_end = step % per_epoch == 0 || step == total;
       const bool evaluate = step == total || (epoch_end && (epoch + 1) % tc.eval_every == 0);
 
-      // Log window: by steps, by time, and always the first step of an invocation.
-      if (window.steps() >= tc.log_every || window.seconds() >= tc.log_seconds || ran == 1 || step == total || stop) {
+      // Log window: at multiples of log_every, by time, and always the first step of an invocation.
+      if (step % tc.log_every == 0 || window.seconds() >= tc.log_seconds || ran == 1 || step == total || stop) {
         const double elapsed = seconds_since(t_start);
         const std::string eta = format_duration(elapsed / static_cast<double>(step - step0) * static_cast<double>(total - step));
         if (window.empty()) {

@@ -151,8 +151,8 @@ TEST(Loop, CadenceOfWindowsEvaluationsAndCheckpoints) {
   auto s = t.go();
   ASSERT_TRUE(s.finished);
   EXPECT_EQ(s.steps, 10);
-  // Windows: the first step alone, then every 3 steps, and the end.
-  EXPECT_EQ(t.window_steps(), (std::vector<int64_t>{1, 4, 7, 10}));
+  // Windows: the first step alone, then at multiples of log_every (3), and the end.
+  EXPECT_EQ(t.window_steps(), (std::vector<int64_t>{1, 3, 6, 9, 10}));
   EXPECT_EQ(t.calls.started, (std::vector<int64_t>{0, 1, 2}));
   EXPECT_EQ(t.calls.evaluated, (std::vector<int64_t>{0, 1, 2}));  // epoch 2 is cut short by the end: evaluated too
   EXPECT_EQ(t.calls.finishes, 1);

@@ -19,18 +19,11 @@
 namespace beitv2 {
 namespace {
 
-std::filesystem::path fresh_dir(const std::string& tag) {
-  auto d = std::filesystem::temp_directory_path() / ("beitv2_train_" + tag + "_" + std::to_string(::getpid()));
-  std::filesystem::remove_all(d);
-  std::filesystem::create_directories(d);
-  return d;
-}
-
 // vqkd_test_tiny against a vit_test_tiny native teacher (32-d targets), 32 photos, batch 8 (4 steps/epoch).
 std::string tiny_yaml(const std::filesystem::path& out, int64_t steps, int64_t save_every = 4) {
   return "model:\n  preset: vqkd_test_tiny\n  target_dim: 32\n"
          "teacher:\n  kind: native\n  model:\n    preset: vit_test_tiny\n"
-         "data:\n  train: /usr/share/doc/opencv-doc/examples/data\n  val: /usr/share/doc/opencv-doc/examples/data\n"
+         "data:\n  train: " + test::photos_dir().string() + "\n  val: " + test::photos_dir().string() + "\n"
          "  batch_size: 8\n  workers: 2\n  limit: 32\n  val_batch_size: 32\n"
          "optim:\n  lr: 2.0e-3\n  scale_lr: false\n  warmup_steps: 2\n"
          "train:\n  steps: " + std::to_string(steps) + "\n  log_every: 4\n  save_every: " + std::to_string(save_every) +
@@ -43,8 +36,8 @@ VqkdTrainConfig tiny_config(const std::filesystem::path& dir, int64_t steps, int
 }
 
 TEST(TrainVqkd, ReconstructionLossFallsAndCodesStayInUse) {
-  auto dir = fresh_dir("fall");
-  auto s = train_vqkd(tiny_config(dir, 40));
+  test::TempDir dir("train_fall");
+  auto s = train_vqkd(tiny_config(dir.path(), 40));
   ASSERT_TRUE(s.finished);
   // A random teacher's features are still a fixed function of the image: 40 steps cut the cosine loss by well
   // over half (measured 0.86 -> ~0.2 on this config), and the 64-code book stays mostly in use.
@@ -74,7 +67,7 @@ TEST(TrainVqkd, ReconstructionLossFallsAndCodesStayInUse) {
   EXPECT_EQ(ids.sizes(), torch::IntArrayRef({4, 16}));
   // tokenize-images reads the config stored in the file and tokenises the photos.
   const std::string cmd = std::string(BEITV2_BIN_DIR) + "/tokenize-images --weights " + s.tokenizer.string() +
-                          " --images /usr/share/doc/opencv-doc/examples/data --out " + (dir / "t.jsonl").string() +
+                          " --images " + test::photos_dir().string() + " --out " + (dir / "t.jsonl").string() +
                           " > /dev/null 2>&1";
   EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   EXPECT_GT(read_file(dir / "t.jsonl").size(), 1000u);
@@ -86,13 +79,12 @@ TEST(TrainVqkd, ReconstructionLossFallsAndCodesStayInUse) {
                               s.tokenizer.string() + " " + (dir / "expect.safetensors").string() + " 32 > /dev/null";
     EXPECT_EQ(std::system(check.c_str()), 0) << check;
   }
-  std::filesystem::remove_all(dir);
 }
 
 TEST(TrainVqkd, ResumeIsBitIdentical) {
-  auto a = fresh_dir("straight"), b = fresh_dir("resumed");
-  auto sa = train_vqkd(tiny_config(a, 12, 12));
-  auto cb = tiny_config(b, 12, 12);
+  test::TempDir a("train_straight"), b("train_resumed");
+  auto sa = train_vqkd(tiny_config(a.path(), 12, 12));
+  auto cb = tiny_config(b.path(), 12, 12);
   auto first = train_vqkd(cb, {.resume = "", .stop_after = 6});  // mid-epoch (4 steps/epoch)
   ASSERT_FALSE(first.finished);
   ASSERT_EQ(first.steps, 6);
@@ -127,13 +119,11 @@ TEST(TrainVqkd, ResumeIsBitIdentical) {
   ASSERT_GT(sa_state.size(), 100u);
   for (size_t i = 0; i < sa_state.size(); ++i) EXPECT_TRUE(torch::equal(sa_state[i], sb_state[i])) << i;
   EXPECT_EQ(read_file(a / "run/tokenizer.safetensors"), read_file(b / "run/tokenizer.safetensors"));
-  std::filesystem::remove_all(a);
-  std::filesystem::remove_all(b);
 }
 
 TEST(TrainVqkd, NonFiniteLossesAreSkippedThenStopTheRun) {
   // A teacher whose final norm is all zeros gives zero targets, so the cosine loss is 0/0 = NaN every step.
-  auto dir = fresh_dir("nan");
+  test::TempDir dir("train_nan");
   auto tcfg = vit_preset("vit_test_tiny");
   VisionTransformer vit(tcfg);
   {
@@ -141,7 +131,7 @@ TEST(TrainVqkd, NonFiniteLossesAreSkippedThenStopTheRun) {
     vit->fc_norm->weight.zero_();
   }
   save_weights(*vit, dir / "zero_teacher.safetensors");
-  auto cfg = tiny_config(dir, 20, 1);
+  auto cfg = tiny_config(dir.path(), 20, 1);
   cfg.teacher.path = (dir / "zero_teacher.safetensors").string();
   cfg.train.max_nonfinite = 3;
   try {
@@ -152,12 +142,11 @@ TEST(TrainVqkd, NonFiniteLossesAreSkippedThenStopTheRun) {
   }
   // No checkpoint was written inside the bad streak.
   EXPECT_FALSE(CheckpointManager(dir / "run", 3).latest().has_value());
-  std::filesystem::remove_all(dir);
 }
 
 TEST(TrainVqkd, FreshRunRefusesAnOldRunDir) {
-  auto dir = fresh_dir("refuse");
-  auto cfg = tiny_config(dir, 4, 4);
+  test::TempDir dir("train_refuse");
+  auto cfg = tiny_config(dir.path(), 4, 4);
   train_vqkd(cfg);
   try {
     train_vqkd(cfg);
@@ -165,7 +154,6 @@ TEST(TrainVqkd, FreshRunRefusesAnOldRunDir) {
   } catch (const ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("already holds checkpoints: pass --resume auto"), std::string::npos);
   }
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -91,7 +91,7 @@ struct TrainConfig {
   int64_t steps = 0;             ///< > 0: total optimizer steps (overrides epochs)
   int64_t seed = 0;
   std::string out_dir = "runs/train";
-  int64_t log_every = 10;        ///< steps between progress lines / metrics records (at most)
+  int64_t log_every = 10;        ///< a progress line / metrics record at every multiple of this step
   double log_seconds = 30;       ///< ... or seconds, whichever comes first (and always after the first step)
   int64_t eval_every = 1;        ///< epochs between evaluations (and one at the end)
   int64_t save_every = 500;      ///< steps between checkpoints (and one at every epoch end and at the end)
