@@ -87,17 +87,7 @@ ViTConfig FinetuneConfig::default_model() {
 }
 
 FinetuneConfig FinetuneConfig::load(const std::string& file, const std::vector<std::string>& overrides) {
-  YAML::Node root = load_yaml_file(file);
-  for (const auto& o : overrides) apply_yaml_override(root, o);
-  YamlMap top(root, file, "");
-  FinetuneConfig c;
-  read_fields(top, c);
-  try {
-    c.validate();
-  } catch (const ConfigError& e) {
-    throw ConfigError(file + ": " + e.what());
-  }
-  return c;
+  return load_config<FinetuneConfig>(file, overrides);
 }
 
 void FinetuneConfig::validate() const {

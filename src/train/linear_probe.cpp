@@ -39,17 +39,7 @@ void ProbeConfig::validate() const {
 }
 
 LinearProbeConfig LinearProbeConfig::load(const std::string& file, const std::vector<std::string>& overrides) {
-  YAML::Node root = load_yaml_file(file);
-  for (const auto& o : overrides) apply_yaml_override(root, o);
-  YamlMap top(root, file, "");
-  LinearProbeConfig c;
-  read_fields(top, c);
-  try {
-    c.validate();
-  } catch (const ConfigError& e) {
-    throw ConfigError(file + ": " + e.what());
-  }
-  return c;
+  return load_config<LinearProbeConfig>(file, overrides);
 }
 
 void LinearProbeConfig::validate() const {
