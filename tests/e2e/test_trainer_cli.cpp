@@ -53,6 +53,9 @@ struct Trainer {
   std::string binary;
   std::string (*yaml)(const std::filesystem::path&, int64_t, int64_t);
 };
+// gtest prints a parameter with this (instead of its bytes).
+void PrintTo(const Trainer& t, std::ostream* os) { *os << t.binary; }
+
 const Trainer kVqkd{"train-vqkd", vqkd_yaml};
 const Trainer kPretrain{"pretrain-beitv2", pretrain_yaml};
 
