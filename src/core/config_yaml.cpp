@@ -33,10 +33,16 @@ YamlMap::YamlMap(YAML::Node node, std::string file, std::string path)
 bool YamlMap::has(const std::string& key) const { return node_ && node_.IsMap() && node_[key]; }
 
 std::string YamlMap::where(const std::string& key) const {
+  // A value that came from a --set override was parsed on its own (position 0) or created for it (no mark):
+  // name the override rather than a line of the file.
+  auto from_override = [](const YAML::Mark& m) { return m.line < 0 || (m.pos == 0 && m.line == 0 && m.column == 0); };
   int line = 0;
   if (has(key)) {
-    line = node_[key].Mark().line;
+    const auto mark = node_[key].Mark();
+    if (from_override(mark)) return file_ + ": --set " + join_path(path_, key);
+    line = mark.line;
   } else if (node_) {
+    if (node_.Mark().line < 0) return file_ + ": --set " + join_path(path_, key);
     line = node_.Mark().line;
   }
   std::ostringstream os;
@@ -145,8 +151,14 @@ void YamlMap::finish() const {
   for (const auto& kv : node_) {
     const std::string key = kv.first.as<std::string>();
     if (used_.count(key)) continue;
-    os << (unknown++ ? "; " : "") << file_ << ":" << kv.first.Mark().line + 1 << ": unknown key '"
-       << join_path(path_, key) << "'";
+    const int line = kv.first.Mark().line;  // < 0: the key came from a --set override
+    os << (unknown++ ? "; " : "") << file_;
+    if (line < 0) {
+      os << ": --set " << join_path(path_, key);
+    } else {
+      os << ":" << line + 1;
+    }
+    os << ": unknown key '" << join_path(path_, key) << "'";
   }
   if (unknown) throw ConfigError(os.str());
 }

@@ -94,5 +94,25 @@ TEST(StoredConfigs, AbsurdSizesAreRefusedBeforeAnyAllocation) {
   EXPECT_NO_THROW(vqkd_preset("vqkd_encoder_base_decoder_3x768x12_clip").validate());
 }
 
+TEST(YamlOverrides, AWrongOverrideIsNamedAsSuchNotAsALineOfTheFile) {
+  test::TempDir dir("override");
+  std::ofstream(dir / "c.yaml") << "train:\n  steps: 4\n";
+  for (const std::string& set : {std::string("train.steps=abc"), std::string("train.epochs_typo=3")}) {
+    YAML::Node root = load_yaml_file((dir / "c.yaml").string());
+    apply_yaml_override(root, set);
+    YamlMap top(root, (dir / "c.yaml").string(), "");
+    auto train = top.child("train");
+    int64_t steps = 0;
+    try {
+      train.get("steps", steps);
+      train.finish();
+      FAIL() << "no error for " << set;
+    } catch (const ConfigError& e) {
+      const std::string key = set.substr(0, set.find('='));
+      EXPECT_NE(std::string(e.what()).find("c.yaml: --set " + key), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace beitv2
