@@ -188,12 +188,13 @@ nlohmann::json CheckpointManager::verify(const std::filesystem::path& dir) const
   return meta;
 }
 
-std::optional<std::filesystem::path> CheckpointManager::newest_verified() const {
+std::optional<std::filesystem::path> CheckpointManager::newest_verified(nlohmann::json* manifest) const {
   const auto all = candidates();
   std::string problems;
   for (const auto& dir : all) {
     try {
-      verify(dir);
+      auto meta = verify(dir);
+      if (manifest) *manifest = std::move(meta);
       if (!problems.empty()) log::warn("resuming from " + dir.string() + ", the newest checkpoint that verifies");
       return dir;
     } catch (const CheckpointError& e) {
@@ -206,8 +207,8 @@ std::optional<std::filesystem::path> CheckpointManager::newest_verified() const 
 }
 
 nlohmann::json CheckpointManager::load(const std::filesystem::path& dir, torch::nn::Module& model,
-                                       torch::optim::Optimizer& optimizer) {
-  auto meta = verify(dir);
+                                       torch::optim::Optimizer& optimizer, const nlohmann::json* verified) {
+  auto meta = verified ? *verified : verify(dir);
   const std::string where = dir.string();
   try {
     load_weights(model, dir / "model.safetensors");

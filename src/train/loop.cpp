@@ -242,18 +242,18 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
   run.open_logs();
   CheckpointManager ckpt(out_dir, tc.keep_last);
   std::optional<std::filesystem::path> from;
+  nlohmann::json manifest;  // of `from`, verified once here
   if (opts.resume == "auto") {
-    from = ckpt.newest_verified();
+    from = ckpt.newest_verified(&manifest);
   } else if (!opts.resume.empty()) {
     from = opts.resume;
     if (!std::filesystem::is_directory(*from)) throw IoError(opts.resume + ": no such checkpoint directory");
+    manifest = ckpt.verify(*from);
   } else if (!ckpt.candidates().empty()) {
     throw ConfigError(out_dir.string() + " already holds checkpoints: pass --resume auto to continue that run, "
                       "or choose another train.out_dir");
   }
-  nlohmann::json manifest;
   if (from) {
-    manifest = ckpt.verify(*from);
     compare_configs(manifest.value("config", std::string()), spec.config_yaml, spec.resume_breaking_keys,
                     opts.force_resume);
   }
@@ -274,7 +274,7 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
   summary.total = total;
   int64_t step = 0;
   if (from) {
-    manifest = ckpt.load(*from, trainer->model(), trainer->optimizer());
+    ckpt.load(*from, trainer->model(), trainer->optimizer(), &manifest);
     step = manifest.at("step").get<int64_t>();
     const auto& st = manifest.at("state");
     summary.skipped_nonfinite = st.value("skipped_nonfinite", int64_t{0});

@@ -56,12 +56,15 @@ class CheckpointManager {
   nlohmann::json verify(const std::filesystem::path& dir) const;
 
   /// The newest checkpoint that verifies (warning about each damaged one skipped), or nullopt when there is
-  /// none at all. Throws CheckpointError when checkpoints exist but none verifies.
-  std::optional<std::filesystem::path> newest_verified() const;
+  /// none at all; its manifest goes to `manifest` when given. Throws CheckpointError when checkpoints exist but
+  /// none verifies.
+  std::optional<std::filesystem::path> newest_verified(nlohmann::json* manifest = nullptr) const;
 
-  /// Verifies, then restores model, optimizer and RNG states from `dir`; returns the manifest (its "state" is
-  /// the trainer state saved with it, "config" the run's config). Throws CheckpointError.
-  nlohmann::json load(const std::filesystem::path& dir, torch::nn::Module& model, torch::optim::Optimizer& optimizer);
+  /// Restores model, optimizer and RNG states from `dir`; returns the manifest (its "state" is the trainer
+  /// state saved with it, "config" the run's config). Verifies `dir` first unless `verified` is the manifest
+  /// verify() or newest_verified() already returned for it. Throws CheckpointError.
+  nlohmann::json load(const std::filesystem::path& dir, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                      const nlohmann::json* verified = nullptr);
 
   const std::filesystem::path& dir() const { return dir_; }
 
