@@ -132,7 +132,8 @@ MimLoss mim_loss(const MimOutput& out, const torch::Tensor& labels) {
               out.logits.size(0), "), got ", labels.sizes());
   const auto target = labels.to(out.logits.device(), torch::kLong);
   auto accuracy = [&target](const torch::Tensor& logits) {
-    return target.numel() == 0 ? 0.0 : logits.detach().argmax(-1).eq(target).to(torch::kDouble).mean().item<double>();
+    return target.numel() == 0 ? torch::zeros({}, logits.options().dtype(torch::kFloat32))
+                               : logits.detach().argmax(-1).eq(target).to(torch::kFloat32).mean();
   };
   MimLoss l;
   l.loss_1 = torch::nn::functional::cross_entropy(out.logits.to(torch::kFloat32), target);

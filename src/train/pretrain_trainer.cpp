@@ -71,10 +71,6 @@ void PretrainConfig::validate() const {
 
 namespace {
 
-torch::Tensor accuracy(const torch::Tensor& logits, const torch::Tensor& labels) {
-  return logits.detach().argmax(-1).eq(labels).to(torch::kFloat32).mean();
-}
-
 class PretrainTrainer : public Trainer {
  public:
   PretrainTrainer(const PretrainConfig& cfg, std::unique_ptr<BatchSource> train)
@@ -122,20 +118,15 @@ class PretrainTrainer : public Trainer {
   BatchSource& batches() override { return *train_; }
 
   LossOutput forward_loss(const data::Batch& batch) override {
-    auto x = data::normalize_images(batch.images.at(0).to(device_, /*non_blocking=*/true), data::kImagenetMean,
-                                    data::kImagenetStd);
-    auto mask = batch.masks.to(device_);
-    auto labels = labels_for(batch.images.at(1), mask);
-    auto out = model_->forward(x, mask);
+    auto [out, labels] = forward(batch);
     AutocastOff fp32;  // losses in fp32
-    auto loss_1 = torch::cross_entropy_loss(out.logits.to(torch::kFloat32), labels);
-    std::vector<std::pair<std::string, torch::Tensor>> m = {{"loss_1", loss_1.detach()},
-                                                            {"mlm_acc_1", accuracy(out.logits, labels)}};
-    if (!out.cls_logits.defined()) return {loss_1, m};
-    auto loss_2 = torch::cross_entropy_loss(out.cls_logits.to(torch::kFloat32), labels);
-    m.emplace_back("loss_2", loss_2.detach());
-    m.emplace_back("mlm_acc_2", accuracy(out.cls_logits, labels));
-    return {loss_1 + loss_2, m};
+    const auto l = mim_loss(out, labels);
+    std::vector<std::pair<std::string, torch::Tensor>> m = {{"loss_1", l.loss_1.detach()}, {"mlm_acc_1", l.mlm_acc_1}};
+    if (l.loss_2.defined()) {
+      m.emplace_back("loss_2", l.loss_2.detach());
+      m.emplace_back("mlm_acc_2", l.mlm_acc_2);
+    }
+    return {l.loss, m};
   }
 
   nlohmann::json evaluate(int64_t epoch) override {
@@ -147,20 +138,18 @@ class PretrainTrainer : public Trainer {
     bool plotted = cfg_.train.plot_images <= 0;
     val_->start_epoch(0, 0);
     while (auto batch = val_->next()) {
-      auto x = data::normalize_images(batch->images.at(0).to(device_), data::kImagenetMean, data::kImagenetStd);
-      auto mask = batch->masks.to(device_);
-      auto labels = labels_for(batch->images.at(1), mask);
-      auto out = model_->forward(x, mask);
+      auto [out, labels] = forward(*batch);
+      const auto l = mim_loss(out, labels);
       const auto m = static_cast<double>(labels.numel());
-      l1 += torch::cross_entropy_loss(out.logits.to(torch::kFloat32), labels).item<double>() * m;
-      a1 += accuracy(out.logits, labels).item<double>() * m;
-      if (out.cls_logits.defined()) {
-        l2 += torch::cross_entropy_loss(out.cls_logits.to(torch::kFloat32), labels).item<double>() * m;
-        a2 += accuracy(out.cls_logits, labels).item<double>() * m;
+      l1 += l.loss_1.item<double>() * m;
+      a1 += l.mlm_acc_1.item<double>() * m;
+      if (l.loss_2.defined()) {
+        l2 += l.loss_2.item<double>() * m;
+        a2 += l.mlm_acc_2.item<double>() * m;
       }
       n += labels.numel();
       if (!plotted) {
-        plot(*batch, mask, labels, out, epoch);
+        plot(*batch, batch->masks.to(device_), labels, out, epoch);
         plotted = true;
       }
     }
@@ -191,6 +180,16 @@ class PretrainTrainer : public Trainer {
   }
 
  private:
+  // The model's logits at the masked positions and their labels: the tokenizer's ids there (M), batch-major
+  // then raster order.
+  std::pair<MimOutput, torch::Tensor> forward(const data::Batch& batch) {
+    auto x = data::normalize_images(batch.images.at(0).to(device_, /*non_blocking=*/true), data::kImagenetMean,
+                                    data::kImagenetStd);
+    auto mask = batch.masks.to(device_);
+    auto labels = labels_for(batch.images.at(1), mask);
+    return {model_->forward(x, mask), labels};
+  }
+
   // The tokenizer's ids at the masked positions (M), batch-major then raster order; fp32, no gradients.
   torch::Tensor labels_for(const torch::Tensor& tokenizer_view, const torch::Tensor& mask) {
     torch::NoGradGuard ng;

@@ -80,8 +80,8 @@ struct MimLoss {
   torch::Tensor loss;      ///< loss_1 + loss_2 (loss_1 alone without a CLS head)
   torch::Tensor loss_1;    ///< mean cross entropy of `logits`
   torch::Tensor loss_2;    ///< mean cross entropy of `cls_logits`; undefined without a CLS head
-  double mlm_acc_1 = 0.0;  ///< argmax accuracy of `logits`
-  double mlm_acc_2 = 0.0;  ///< argmax accuracy of `cls_logits` (0 without a CLS head)
+  torch::Tensor mlm_acc_1; ///< argmax accuracy of `logits` (0-dim, detached: no host sync)
+  torch::Tensor mlm_acc_2; ///< argmax accuracy of `cls_logits`; undefined without a CLS head
 };
 /// out + labels (M) int64 (tokenizer ids at the masked positions, e.g. ids.index({mask})) -> losses: plain
 /// mean cross entropy per head, no label smoothing.
