@@ -2,7 +2,15 @@
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <set>
 
 #include "beitv2/core/fs.h"
 
@@ -25,6 +33,18 @@ cv::Vec3b code_colour(int64_t id) {
 }
 
 }  // namespace
+
+std::vector<std::filesystem::path> plot_paths(const std::filesystem::path& plots_dir, const std::string& kind,
+                                              int64_t epoch, bool final) {
+  std::filesystem::create_directories(plots_dir);
+  std::vector<std::filesystem::path> out = {plots_dir / (kind + ".png")};
+  const bool power_of_two = epoch > 0 && (epoch & (epoch - 1)) == 0;
+  if (epoch == 0 || power_of_two || final) {
+    std::filesystem::create_directories(plots_dir / "history");
+    out.push_back(plots_dir / "history" / (kind + "_epoch_" + std::to_string(epoch) + ".png"));
+  }
+  return out;
+}
 
 void plot_codebook_usage(const torch::Tensor& counts, const std::filesystem::path& png, const std::string& title) {
   auto sorted = std::get<0>(counts.to(torch::kCPU, torch::kDouble).sort(0, /*descending=*/true));
@@ -127,6 +147,195 @@ void plot_mim_predictions(const torch::Tensor& images, const torch::Tensor& mask
       if (c > 0) tile.copyTo(canvas(cv::Rect(c * cell, y0, cell, cell)));
       else img.copyTo(canvas(cv::Rect(0, y0, cell, cell)));
     }
+  }
+  write_png(png, canvas);
+}
+
+// ---- curves ----
+
+namespace {
+
+const cv::Scalar kBlack(0, 0, 0), kGrey(110, 110, 110), kLight(220, 220, 220);
+
+void text(cv::Mat& img, const std::string& s, cv::Point at, double scale, const cv::Scalar& colour = kBlack) {
+  cv::putText(img, s, at, cv::FONT_HERSHEY_SIMPLEX, scale, colour, 1, cv::LINE_AA);
+}
+
+int text_width(const std::string& s, double scale) {
+  int baseline = 0;
+  return cv::getTextSize(s, cv::FONT_HERSHEY_SIMPLEX, scale, 1, &baseline).width;
+}
+
+// `s` cut (with "..") to at most `width` pixels.
+std::string fit(std::string s, double scale, int width) {
+  if (text_width(s, scale) <= width) return s;
+  while (!s.empty() && text_width(s + "..", scale) > width) s.pop_back();
+  return s + "..";
+}
+
+std::string short_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
+
+// One series into the panel whose top-left corner is `at` (kPanelW x kPanelH).
+constexpr int kPanelW = 300, kPanelH = 170, kTitleBand = 34;
+
+void draw_panel(cv::Mat& canvas, cv::Point at, const CurveSeries& s) {
+  std::vector<std::pair<double, double>> pts;
+  for (size_t i = 0; i < std::min(s.x.size(), s.y.size()); ++i) {
+    if (std::isfinite(s.x[i]) && std::isfinite(s.y[i])) pts.emplace_back(s.x[i], s.y[i]);
+  }
+  const cv::Rect area(at.x + 64, at.y + 26, kPanelW - 64 - 14, kPanelH - 26 - 24);  // the plot inside the panel
+  const bool val = s.name.rfind("val_", 0) == 0;
+  const cv::Scalar colour = val ? cv::Scalar(30, 110, 220) : cv::Scalar(180, 110, 30);
+  const std::string last = pts.empty() ? "no data" : short_number(pts.back().second);
+  text(canvas, fit(s.name, 0.45, kPanelW - 20 - text_width(last, 0.4)), {at.x + 8, at.y + 16}, 0.45);
+  text(canvas, last, {at.x + kPanelW - 10 - text_width(last, 0.4), at.y + 16}, 0.4, colour);
+  cv::rectangle(canvas, area, kLight);
+  if (pts.empty()) return;
+  double x0 = pts[0].first, x1 = x0, y0 = pts[0].second, y1 = y0;
+  for (const auto& [x, y] : pts) {
+    x0 = std::min(x0, x);
+    x1 = std::max(x1, x);
+    y0 = std::min(y0, y);
+    y1 = std::max(y1, y);
+  }
+  if (x1 <= x0) {  // one step: widen the axis around it
+    x0 -= 1;
+    x1 += 1;
+  }
+  if (y1 <= y0) {
+    const double d = std::max(std::abs(y0) * 0.05, 1e-9);
+    y0 -= d;
+    y1 += d;
+  }
+  auto px = [&](double x, double y) {
+    return cv::Point(area.x + static_cast<int>(std::lround((x - x0) / (x1 - x0) * (area.width - 1))),
+                     area.y + static_cast<int>(std::lround((y1 - y) / (y1 - y0) * (area.height - 1))));
+  };
+  std::vector<cv::Point> line;
+  for (const auto& [x, y] : pts) line.push_back(px(x, y));
+  cv::polylines(canvas, line, /*isClosed=*/false, colour, 1, cv::LINE_AA);
+  if (line.size() <= 40) {  // sparse series (evaluations): mark the points
+    for (const auto& p : line) cv::circle(canvas, p, 2, colour, cv::FILLED, cv::LINE_AA);
+  }
+  const std::string ymax = short_number(y1), ymin = short_number(y0), xmax = short_number(x1);
+  text(canvas, ymax, {area.x - 4 - text_width(ymax, 0.35), area.y + 8}, 0.35, kGrey);
+  text(canvas, ymin, {area.x - 4 - text_width(ymin, 0.35), area.br().y}, 0.35, kGrey);
+  text(canvas, short_number(x0), {area.x, area.br().y + 14}, 0.35, kGrey);
+  text(canvas, xmax, {area.br().x - text_width(xmax, 0.35), area.br().y + 14}, 0.35, kGrey);
+}
+
+}  // namespace
+
+void plot_curves(const std::vector<CurveSeries>& panels, const std::filesystem::path& png, const std::string& title) {
+  const int n = static_cast<int>(panels.size());
+  const int cols = std::clamp(n, 1, 4), rows = std::max(1, (n + cols - 1) / cols);
+  cv::Mat canvas(kTitleBand + rows * kPanelH, cols * kPanelW, CV_8UC3, cv::Scalar(255, 255, 255));
+  text(canvas, fit(title, 0.55, canvas.cols - 16), {8, 22}, 0.55);
+  if (n == 0) text(canvas, "no metrics yet", {8, kTitleBand + 24}, 0.45, kGrey);
+  for (int i = 0; i < n; ++i) draw_panel(canvas, {i % cols * kPanelW, kTitleBand + i / cols * kPanelH}, panels[i]);
+  write_png(png, canvas);
+}
+
+std::vector<CurveSeries> read_metric_curves(const std::filesystem::path& metrics_jsonl) {
+  std::ifstream in(metrics_jsonl);
+  if (!in) throw IoError(metrics_jsonl.string() + ": cannot open");
+  static const std::set<std::string> skip = {"epoch", "step", "skipped_nonfinite", "skipped_in_window", "min_lr",
+                                             "weight_decay"};
+  std::vector<std::string> order;
+  std::map<std::string, std::map<int64_t, double>> points;  // key -> step -> value
+  int64_t last = std::numeric_limits<int64_t>::min();
+  for (std::string line; std::getline(in, line);) {
+    const auto r = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!r.is_object() || !r.contains("step") || !r.at("step").is_number_integer()) continue;
+    const auto step = r.at("step").get<int64_t>();
+    if (step < last) {  // a resumed run: what the earlier invocation logged from here on is superseded
+      for (auto& [k, p] : points) p.erase(p.lower_bound(step), p.end());
+    }
+    last = step;
+    for (const auto& [k, v] : r.items()) {
+      if (!v.is_number() || skip.count(k)) continue;
+      if (!points.count(k)) order.push_back(k);
+      points[k][step] = v.get<double>();
+    }
+  }
+  std::vector<CurveSeries> out;
+  for (const auto& k : order) {
+    const auto& p = points.at(k);
+    if (p.empty()) continue;
+    CurveSeries s;
+    s.name = k;
+    for (const auto& [x, y] : p) {
+      s.x.push_back(static_cast<double>(x));
+      s.y.push_back(y);
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+void plot_metric_curves(const std::filesystem::path& metrics_jsonl, const std::filesystem::path& png,
+                        const std::string& title) {
+  plot_curves(read_metric_curves(metrics_jsonl), png, title);
+}
+
+// ---- confusion matrix ----
+
+namespace {
+
+constexpr int kNamesBand = 130, kBorder = 10, kConfusionTitle = 30;
+
+}  // namespace
+
+std::pair<int, int> confusion_matrix_size(int64_t classes) {
+  const int cell = static_cast<int>(std::clamp<int64_t>(800 / std::max<int64_t>(1, classes), 4, 40));
+  const int side = kNamesBand + static_cast<int>(classes) * cell + kBorder;
+  return {side, kConfusionTitle + side};
+}
+
+void plot_confusion_matrix(const torch::Tensor& counts, const std::vector<std::string>& class_names,
+                           const std::filesystem::path& png, const std::string& title) {
+  const int64_t c = counts.size(0);
+  TORCH_CHECK(counts.dim() == 2 && counts.size(1) == c && static_cast<int64_t>(class_names.size()) == c,
+              "plot_confusion_matrix: counts ", counts.sizes(), " for ", class_names.size(), " class names");
+  const auto [w, h] = confusion_matrix_size(c);
+  const int cell = (w - kNamesBand - kBorder) / static_cast<int>(std::max<int64_t>(1, c));
+  const int gx = kNamesBand, gy = kConfusionTitle + kNamesBand;  // the grid's top-left corner
+  cv::Mat canvas(h, w, CV_8UC3, cv::Scalar(255, 255, 255));
+  text(canvas, fit(title, 0.55, w - 16), {8, 22}, 0.55);
+  text(canvas, "true \\ predicted", {8, gy - 8}, 0.4, kGrey);
+  auto cpu = counts.to(torch::kCPU, torch::kLong).contiguous();
+  auto acc = cpu.accessor<int64_t, 2>();
+  const double name_scale = 0.4;
+  const bool names = cell >= 10, numbers = cell >= 20;
+  for (int64_t i = 0; i < c; ++i) {
+    int64_t row = 0;
+    for (int64_t j = 0; j < c; ++j) row += acc[i][j];
+    const int y = gy + static_cast<int>(i) * cell;
+    for (int64_t j = 0; j < c; ++j) {
+      const double share = row > 0 ? static_cast<double>(acc[i][j]) / static_cast<double>(row) : 0.0;
+      const cv::Scalar shade(255 - share * (255 - 120), 255 - share * (255 - 40), 255 - share * (255 - 10));
+      const cv::Rect r(gx + static_cast<int>(j) * cell, y, cell, cell);
+      cv::rectangle(canvas, r, shade, cv::FILLED);
+      cv::rectangle(canvas, r, kLight);
+      const std::string n = std::to_string(acc[i][j]);
+      const double scale = cell >= 30 ? 0.4 : 0.3;
+      if (numbers && text_width(n, scale) <= cell - 4) {
+        text(canvas, n, {r.x + (cell - text_width(n, scale)) / 2, r.y + cell / 2 + 4}, scale,
+             share > 0.5 ? cv::Scalar(255, 255, 255) : kBlack);
+      }
+    }
+    if (!names) continue;
+    const std::string name = fit(class_names[i], name_scale, kNamesBand - 12);  // left: true class
+    text(canvas, name, {gx - 6 - text_width(name, name_scale), y + cell / 2 + 4}, name_scale);
+    // top: the predicted class, written bottom to top in a strip rotated a quarter turn
+    cv::Mat strip(cell, kNamesBand - 12, CV_8UC3, cv::Scalar(255, 255, 255)), turned;
+    text(strip, fit(class_names[i], name_scale, strip.cols - 6), {6, cell / 2 + 4}, name_scale);
+    cv::rotate(strip, turned, cv::ROTATE_90_COUNTERCLOCKWISE);
+    turned.copyTo(canvas(cv::Rect(gx + static_cast<int>(i) * cell, gy - turned.rows, turned.cols, turned.rows)));
   }
   write_png(png, canvas);
 }
