@@ -207,10 +207,13 @@ class PretrainTrainer : public Trainer {
       return hit;
     };
     const auto plots = std::filesystem::path(cfg_.train.out_dir) / "plots";
-    std::filesystem::create_directories(plots);
-    plot_mim_predictions(batch.images.at(0).slice(0, 0, k), mask.slice(0, 0, k), spread(out.logits),
-                         out.cls_logits.defined() ? spread(out.cls_logits) : torch::Tensor(),
-                         cfg_.model.backbone.grid_size(), plots / ("mim_epoch_" + std::to_string(epoch) + ".png"));
+    const auto hit_1 = spread(out.logits);
+    const auto hit_2 = out.cls_logits.defined() ? spread(out.cls_logits) : torch::Tensor();
+    const bool final = cfg_.train.final_epoch(epoch, train_->batches_per_epoch());
+    for (const auto& png : plot_paths(plots, "mim", epoch, final)) {
+      plot_mim_predictions(batch.images.at(0).slice(0, 0, k), mask.slice(0, 0, k), hit_1, hit_2,
+                           cfg_.model.backbone.grid_size(), png);
+    }
   }
 
   const PretrainConfig cfg_;

@@ -93,11 +93,15 @@ class VqkdTrainer : public Trainer {
               {"val_unused_codes", model_->quantize->unused_codes()}, {"val_used_codes", usage.used},
               {"val_perplexity", usage.perplexity}});
     const auto plots = std::filesystem::path(cfg_.train.out_dir) / "plots";
-    std::filesystem::create_directories(plots);
+    const bool final = cfg_.train.final_epoch(epoch, train_->batches_per_epoch());
     const std::string e = std::to_string(epoch);
-    plot_codebook_usage(usage.counts, plots / ("codebook_usage_epoch_" + e + ".png"), "epoch " + e + " (val)");
+    for (const auto& png : plot_paths(plots, "codebook_usage", epoch, final)) {
+      plot_codebook_usage(usage.counts, png, "epoch " + e + " (val)");
+    }
     if (first_images.defined()) {
-      plot_token_maps(first_images, first_ids, cfg_.model.encoder.grid_size(), plots / ("token_map_epoch_" + e + ".png"));
+      for (const auto& png : plot_paths(plots, "token_map", epoch, final)) {
+        plot_token_maps(first_images, first_ids, cfg_.model.encoder.grid_size(), png);
+      }
     }
     return r;
   }

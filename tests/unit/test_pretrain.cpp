@@ -73,8 +73,8 @@ TEST_F(PretrainBeitV2, BothHeadsLearnFarAboveChance) {
   EXPECT_GE(s.loop.last_eval["val_mlm_acc_1"].get<double>(), 20 * chance) << s.loop.last_eval;
   EXPECT_GE(s.loop.last_eval["val_mlm_acc_2"].get<double>(), 20 * chance) << s.loop.last_eval;
   const auto run = dir / "run";
-  for (const char* f : {"config.yaml", "log.txt", "metrics.jsonl", "plots/mim_epoch_14.png", "checkpoints/latest",
-                        "backbone.safetensors"}) {
+  for (const char* f : {"config.yaml", "log.txt", "metrics.jsonl", "plots/mim.png", "plots/history/mim_epoch_14.png",
+                        "plots/curves.png", "checkpoints/latest", "backbone.safetensors"}) {
     EXPECT_TRUE(std::filesystem::exists(run / f)) << f;
   }
   // backbone.safetensors holds the official names and loads strictly into the same model.

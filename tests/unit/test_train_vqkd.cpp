@@ -46,10 +46,12 @@ TEST(TrainVqkd, ReconstructionLossFallsAndCodesStayInUse) {
   EXPECT_LT(s.val_unused_codes, 48) << "more than 3/4 of the codebook unused";
   EXPECT_TRUE(std::filesystem::exists(s.tokenizer));
   const auto run = dir / "run";
-  for (const char* f : {"config.yaml", "log.txt", "metrics.jsonl", "plots/codebook_usage_epoch_9.png",
-                        "plots/token_map_epoch_9.png", "checkpoints/latest"}) {
+  for (const char* f : {"config.yaml", "log.txt", "metrics.jsonl", "plots/codebook_usage.png", "plots/token_map.png",
+                        "plots/curves.png", "plots/history/codebook_usage_epoch_9.png",
+                        "plots/history/token_map_epoch_8.png", "checkpoints/latest"}) {
     EXPECT_TRUE(std::filesystem::exists(run / f)) << f;
   }
+  EXPECT_FALSE(std::filesystem::exists(run / "plots/history/token_map_epoch_7.png")) << "only 0, 2^k and the last";
   // The tokenizer loads strictly into a fresh model (official names) and tokenises.
   VQKD vq(vqkd_preset("vqkd_test_tiny"));
   EXPECT_THROW(load_weights(*vq, s.tokenizer), std::runtime_error);  // target_dim 16 vs 32: shapes differ

@@ -120,6 +120,10 @@ struct TrainConfig {
     v("plot_images", plot_images);
   }
   void validate() const;
+  /// The run's optimizer steps with `per_epoch` batches an epoch.
+  int64_t total_steps(int64_t per_epoch) const { return steps > 0 ? steps : epochs * per_epoch; }
+  /// Whether the evaluation after `epoch` is the run's last (the one at its final step).
+  bool final_epoch(int64_t epoch, int64_t per_epoch) const { return epoch == (total_steps(per_epoch) - 1) / per_epoch; }
 };
 
 class YamlMap;
