@@ -15,6 +15,7 @@
 #include "beitv2/core/config_yaml.h"
 #include "beitv2/core/log.h"
 #include "beitv2/train/checkpoint.h"
+#include "beitv2/train/plots.h"
 #include "beitv2/train/run.h"
 #include "beitv2/version.h"
 
@@ -220,6 +221,17 @@ void compare_configs(const std::string& before, const std::string& now, const st
   log::warn("resume forced despite run-breaking config changes: " + list);
 }
 
+// plots/curves.png from metrics.jsonl, after evaluations and at the end; a figure that cannot be drawn is
+// logged, never fatal.
+void draw_curves(const std::filesystem::path& out_dir, const std::string& name) {
+  try {
+    std::filesystem::create_directories(out_dir / "plots");
+    plot_metric_curves(out_dir / "metrics.jsonl", out_dir / "plots" / "curves.png", name + "  " + out_dir.string());
+  } catch (const std::exception& e) {
+    log::warn(std::string("could not draw plots/curves.png: ") + e.what());
+  }
+}
+
 }  // namespace
 
 // ---- the loop ----
@@ -264,7 +276,7 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
     throw ConfigError(c10::str("data: ", batches.size(), " training images, fewer than one batch of ",
                                spec.global_batch));
   }
-  const int64_t total = tc.steps > 0 ? tc.steps : tc.epochs * per_epoch;
+  const int64_t total = tc.total_steps(per_epoch);
   const int64_t warmup_wanted = oc.warmup_steps >= 0 ? oc.warmup_steps : oc.warmup_epochs * per_epoch;
   const int64_t warmup = std::min(total, warmup_wanted);
   const double peak_lr = oc.lr * (oc.scale_lr ? static_cast<double>(spec.global_batch) / 128.0 : 1.0);
@@ -323,7 +335,7 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
   };
   const auto t_start = Clock::now();
   const int64_t step0 = step;
-  int64_t consecutive_bad = 0, ran = 0;
+  int64_t consecutive_bad = 0, ran = 0, curves_step = -1;
   Window window;
   bool stop = false;
   while (step < total && !stop) {
@@ -398,6 +410,8 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
         log::info(c10::str("epoch ", epoch, ": ", describe_record(rec)));
         run.metrics(rec);
         summary.last_eval = rec;
+        draw_curves(out_dir, spec.name);
+        curves_step = step;
       }
       // Checkpoints: on cadence, after evaluations, on stop and at the end; never inside a bad streak.
       if (step % tc.save_every == 0 || evaluate || stop) {
@@ -410,6 +424,7 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
       if (stop || epoch_end) break;
     }
   }
+  if (ran > 0 && curves_step != step) draw_curves(out_dir, spec.name);
   summary.steps = step;
   summary.finished = step >= total;
   if (summary.finished) {

@@ -169,6 +169,24 @@ TEST(Loop, CadenceOfWindowsEvaluationsAndCheckpoints) {
   EXPECT_LT(s.last_window["loss"].get<double>(), s.first_window["loss"].get<double>()) << "the toy regression learns";
 }
 
+TEST(Loop, DrawsCurvesAfterEvaluationsAndOnStop) {
+  ToyRun t;
+  t.go({.resume = "", .stop_after = 2});  // no evaluation yet: drawn at the stop
+  const auto png = t.run() / "plots/curves.png";
+  ASSERT_TRUE(std::filesystem::exists(png));
+  std::filesystem::remove(png);
+  t.go({.resume = "auto"});
+  EXPECT_TRUE(std::filesystem::exists(png));
+}
+
+TEST(Loop, AFigureThatCannotBeWrittenIsOnlyAWarning) {
+  ToyRun t;
+  std::filesystem::create_directories(t.run() / "plots/curves.png/blocker");  // a folder where the PNG goes
+  const auto s = t.go();
+  EXPECT_TRUE(s.finished);
+  EXPECT_NE(read_file(t.run() / "log.txt").find("could not draw plots/curves.png"), std::string::npos);
+}
+
 TEST(Loop, EvaluatesEveryKEpochsAndAtTheEnd) {
   ToyRun t;
   t.train.steps = 18;  // epochs 0..4, the last one cut short
