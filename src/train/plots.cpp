@@ -274,6 +274,12 @@ std::vector<CurveSeries> read_metric_curves(const std::filesystem::path& metrics
     }
     out.push_back(std::move(s));
   }
+  // Losses first, then accuracies, then the rest (lr, grad_norm, ...); evaluation metrics after those, alike.
+  auto rank = [](const std::string& k) {
+    const bool val = k.rfind("val_", 0) == 0;
+    return (val ? 3 : 0) + (k.find("loss") != std::string::npos ? 0 : k.find("acc") != std::string::npos ? 1 : 2);
+  };
+  std::stable_sort(out.begin(), out.end(), [&](const auto& a, const auto& b) { return rank(a.name) < rank(b.name); });
   return out;
 }
 

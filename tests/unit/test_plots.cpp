@@ -32,7 +32,7 @@ TEST(PlotPaths, KeepsHistoryAtEpochZeroPowersOfTwoAndTheLast) {
 
 // A run of steps 10..20, stopped, resumed from step 20 (the first invocation had logged up to 30), and ended at 30.
 const char* kMetrics =
-    R"({"step":10,"epoch":0,"loss":5.0,"lr":0.001,"min_lr":1e-5,"weight_decay":0.05,"skipped_nonfinite":0,"grad_norm":2.0}
+    R"({"step":10,"epoch":0,"loss":5.0,"lr":0.001,"min_lr":1e-5,"weight_decay":0.05,"skipped_nonfinite":0,"grad_norm":2.0,"mlm_acc":0.1}
 not a JSON line
 {"step":20,"epoch":0,"loss":4.0,"lr":0.002,"min_lr":1e-5,"weight_decay":0.05,"skipped_nonfinite":0,"grad_norm":1.0}
 {"epoch":0,"step":20,"val_loss":4.5,"val_acc":0.25}
@@ -52,18 +52,19 @@ TEST(Curves, ReadsAResumedRunsMetricsAndSkipsNonRecords) {
   const auto series = read_metric_curves(dir / "metrics.jsonl");
   std::vector<std::string> names;
   for (const auto& s : series) names.push_back(s.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"loss", "lr", "grad_norm", "val_loss", "val_acc"}));
-  ASSERT_EQ(series.size(), 5u);
+  EXPECT_EQ(names, (std::vector<std::string>{"loss", "mlm_acc", "lr", "grad_norm", "val_loss", "val_acc"}));
+  ASSERT_EQ(series.size(), 6u);
   EXPECT_EQ(series[0].x, (std::vector<double>{10, 20, 25, 30}));  // the first invocation's step 30 superseded
   EXPECT_EQ(series[0].y, (std::vector<double>{5.0, 4.0, 3.5, 2.0}));  // at a repeated step the later wins
-  EXPECT_EQ(series[2].y, (std::vector<double>{2.0, 1.0, 0.5, 0.25}));
-  EXPECT_EQ(series[3].x, (std::vector<double>{20, 30}));
-  EXPECT_EQ(series[4].y, (std::vector<double>{0.25, 0.5}));
+  EXPECT_EQ(series[1].x, (std::vector<double>{10}));
+  EXPECT_EQ(series[3].y, (std::vector<double>{2.0, 1.0, 0.5, 0.25}));
+  EXPECT_EQ(series[4].x, (std::vector<double>{20, 30}));
+  EXPECT_EQ(series[5].y, (std::vector<double>{0.25, 0.5}));
 
   plot_metric_curves(dir / "metrics.jsonl", dir / "curves.png", "a resumed run");
   const cv::Mat img = cv::imread((dir / "curves.png").string());
   ASSERT_FALSE(img.empty());
-  EXPECT_EQ(img.cols, 4 * 300);  // 5 panels: 4 a row, two rows under the title band
+  EXPECT_EQ(img.cols, 4 * 300);  // 6 panels: 4 a row, two rows under the title band
   EXPECT_EQ(img.rows, 34 + 2 * 170);
   cv::Mat line;
   cv::inRange(img, cv::Scalar(180, 110, 30), cv::Scalar(180, 110, 30), line);  // the training series' colour

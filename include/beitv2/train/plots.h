@@ -43,7 +43,8 @@ struct CurveSeries {
 void plot_curves(const std::vector<CurveSeries>& panels, const std::filesystem::path& png, const std::string& title);
 
 /// The series of a run's metrics.jsonl (one JSON object a line, each with a "step"): one per numeric key, over
-/// step, in the order keys first appear; bookkeeping keys (epoch, step, skipped_nonfinite, skipped_in_window,
+/// step: losses, accuracies, the others, then the same for val_* keys, each group in the order keys first
+/// appear; bookkeeping keys (epoch, step, skipped_nonfinite, skipped_in_window,
 /// min_lr, weight_decay) are left out. Lines that are not JSON objects with a step are skipped. A resumed run
 /// logs steps again: a record whose step is below the previous one drops every point from that step on, and
 /// at a repeated step the later value wins. Throws IoError when the file cannot be opened.
