@@ -52,12 +52,13 @@ TEST(Curves, ReadsAResumedRunsMetricsAndSkipsNonRecords) {
   const auto series = read_metric_curves(dir / "metrics.jsonl");
   std::vector<std::string> names;
   for (const auto& s : series) names.push_back(s.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"loss", "mlm_acc", "lr", "grad_norm", "val_loss", "val_acc"}));
+  // Losses, accuracies, the rest, then the evaluation's; within a group as first seen (a record's keys sorted).
+  EXPECT_EQ(names, (std::vector<std::string>{"loss", "mlm_acc", "grad_norm", "lr", "val_loss", "val_acc"}));
   ASSERT_EQ(series.size(), 6u);
   EXPECT_EQ(series[0].x, (std::vector<double>{10, 20, 25, 30}));  // the first invocation's step 30 superseded
   EXPECT_EQ(series[0].y, (std::vector<double>{5.0, 4.0, 3.5, 2.0}));  // at a repeated step the later wins
   EXPECT_EQ(series[1].x, (std::vector<double>{10}));
-  EXPECT_EQ(series[3].y, (std::vector<double>{2.0, 1.0, 0.5, 0.25}));
+  EXPECT_EQ(series[2].y, (std::vector<double>{2.0, 1.0, 0.5, 0.25}));
   EXPECT_EQ(series[4].x, (std::vector<double>{20, 30}));
   EXPECT_EQ(series[5].y, (std::vector<double>{0.25, 0.5}));
 

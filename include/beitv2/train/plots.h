@@ -44,7 +44,7 @@ void plot_curves(const std::vector<CurveSeries>& panels, const std::filesystem::
 
 /// The series of a run's metrics.jsonl (one JSON object a line, each with a "step"): one per numeric key, over
 /// step: losses, accuracies, the others, then the same for val_* keys, each group in the order keys first
-/// appear; bookkeeping keys (epoch, step, skipped_nonfinite, skipped_in_window,
+/// appear (a record's keys read in sorted order); bookkeeping keys (epoch, step, skipped_nonfinite, skipped_in_window,
 /// min_lr, weight_decay) are left out. Lines that are not JSON objects with a step are skipped. A resumed run
 /// logs steps again: a record whose step is below the previous one drops every point from that step on, and
 /// at a repeated step the later value wins. Throws IoError when the file cannot be opened.
