@@ -35,11 +35,12 @@ cv::Vec3b code_colour(int64_t id) {
 }  // namespace
 
 std::vector<std::filesystem::path> plot_paths(const std::filesystem::path& plots_dir, const std::string& kind,
-                                              int64_t epoch, bool final) {
+                                              int64_t epoch, bool final, int64_t eval_every) {
   std::filesystem::create_directories(plots_dir);
   std::vector<std::filesystem::path> out = {plots_dir / (kind + ".png")};
-  const bool power_of_two = epoch > 0 && (epoch & (epoch - 1)) == 0;
-  if (epoch == 0 || power_of_two || final) {
+  const int64_t n = (epoch + 1) / std::max<int64_t>(1, eval_every) - 1;  // which evaluation this is
+  const bool power_of_two = n > 0 && (n & (n - 1)) == 0;
+  if (n == 0 || power_of_two || final) {
     std::filesystem::create_directories(plots_dir / "history");
     out.push_back(plots_dir / "history" / (kind + "_epoch_" + std::to_string(epoch) + ".png"));
   }

@@ -210,7 +210,7 @@ class PretrainTrainer : public Trainer {
     const auto hit_1 = spread(out.logits);
     const auto hit_2 = out.cls_logits.defined() ? spread(out.cls_logits) : torch::Tensor();
     const bool final = cfg_.train.final_epoch(epoch, train_->batches_per_epoch());
-    for (const auto& png : plot_paths(plots, "mim", epoch, final)) {
+    for (const auto& png : plot_paths(plots, "mim", epoch, final, cfg_.train.eval_every)) {
       plot_mim_predictions(batch.images.at(0).slice(0, 0, k), mask.slice(0, 0, k), hit_1, hit_2,
                            cfg_.model.backbone.grid_size(), png);
     }

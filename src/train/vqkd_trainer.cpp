@@ -95,11 +95,11 @@ class VqkdTrainer : public Trainer {
     const auto plots = std::filesystem::path(cfg_.train.out_dir) / "plots";
     const bool final = cfg_.train.final_epoch(epoch, train_->batches_per_epoch());
     const std::string e = std::to_string(epoch);
-    for (const auto& png : plot_paths(plots, "codebook_usage", epoch, final)) {
+    for (const auto& png : plot_paths(plots, "codebook_usage", epoch, final, cfg_.train.eval_every)) {
       plot_codebook_usage(usage.counts, png, "epoch " + e + " (val)");
     }
     if (first_images.defined()) {
-      for (const auto& png : plot_paths(plots, "token_map", epoch, final)) {
+      for (const auto& png : plot_paths(plots, "token_map", epoch, final, cfg_.train.eval_every)) {
         plot_token_maps(first_images, first_ids, cfg_.model.encoder.grid_size(), png);
       }
     }

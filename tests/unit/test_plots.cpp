@@ -28,6 +28,12 @@ TEST(PlotPaths, KeepsHistoryAtEpochZeroPowersOfTwoAndTheLast) {
   EXPECT_TRUE(std::filesystem::is_directory(plots / "history"));
   EXPECT_EQ(plot_paths(plots, "mim", 5, /*final=*/true).size(), 2u);
   EXPECT_EQ(plot_paths(plots, "mim", 64, /*final=*/true).size(), 2u);  // not written twice
+  // Evaluations every 10 epochs (after epochs 9, 19, ...): the 1st, 2nd, 3rd, 5th, 9th, 17th and the last.
+  kept.clear();
+  for (int64_t e = 9; e <= 299; e += 10) {
+    if (plot_paths(plots, "mim", e, /*final=*/e == 299, /*eval_every=*/10).size() == 2) kept.push_back(e);
+  }
+  EXPECT_EQ(kept, (std::vector<int64_t>{9, 19, 29, 49, 89, 169, 299}));
 }
 
 // A run of steps 10..20, stopped, resumed from step 20 (the first invocation had logged up to 30), and ended at 30.

@@ -11,12 +11,14 @@
 
 namespace beitv2 {
 
-/// Where an evaluation's figure of kind `kind` ("codebook_usage", "token_map", "mim") goes: always
-/// `plots_dir`/<kind>.png (the latest, overwritten), and also `plots_dir`/history/<kind>_epoch_<epoch>.png when
-/// `epoch` is 0 or a power of two or the evaluation is the run's last (`final`), so a run keeps a logarithmic
-/// number of history files. Creates the directories it names.
+/// Where the figure of kind `kind` ("codebook_usage", "token_map", "mim") of the evaluation after `epoch` goes:
+/// always `plots_dir`/<kind>.png (the latest, overwritten), and also
+/// `plots_dir`/history/<kind>_epoch_<epoch>.png for the run's first evaluation, the 2nd, 3rd, 5th, 9th, ...
+/// (evaluation index 0 or a power of two; with evaluations every `eval_every` epochs the index is
+/// (epoch + 1) / eval_every - 1, so with eval_every 1: epochs 0, 1, 2, 4, 8, ...) and its last (`final`). A run
+/// thus keeps a logarithmic number of history files. Creates the directories it names.
 std::vector<std::filesystem::path> plot_paths(const std::filesystem::path& plots_dir, const std::string& kind,
-                                              int64_t epoch, bool final);
+                                              int64_t epoch, bool final, int64_t eval_every = 1);
 
 /// Bar chart of code counts sorted from most to least used, with the used/total count in the title.
 void plot_codebook_usage(const torch::Tensor& counts, const std::filesystem::path& png, const std::string& title);
