@@ -1,16 +1,20 @@
 // finetune-beitv2: layer-decay groups, backbone initialisation (shared -> per-block tables, the load report,
-// table resize), Mixup/CutMix and the soft-target loss on hand-computed cases, learning on real Fashion-MNIST
-// images, bit-exact resume, and one clear line per bad input.
+// table resize), Mixup/CutMix and the soft-target loss on hand-computed cases, the model EMA, learning on real
+// Fashion-MNIST images, bit-exact resume (with and without the EMA), and one clear line per bad input; the
+// linear probe's LARS step by hand, its ordering of trained vs random backbones, its augmented-feature option.
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
 
 #include "beitv2/beitv2.h"
+#include "beitv2/io/state_dict.h"
+#include "beitv2/train/ema.h"
 #include "beitv2/train/finetune_init.h"
 #include "beitv2/train/finetune_trainer.h"
 #include "beitv2/train/linear_probe.h"
 #include "beitv2/train/mixup.h"
+#include "beitv2/train/optim.h"
 #include "common.h"
 
 namespace beitv2 {
@@ -315,6 +319,66 @@ TEST(FinetuneMixup, DrawsFollowTheSwitchAndBetaDistributions) {
   for (int i = 0; i < 20; ++i) EXPECT_EQ(draw_mixup(o, 32, 32, rng).lam, 1.0);
 }
 
+// ---- model EMA (timm ModelEma, floating-point tensors only: docs/divergences.md D16) ----
+
+TEST(ModelEma, UpdateIsTheFormulaOverFloatingTensorsAndLeavesIntegerBuffersAlone) {
+  torch::manual_seed(0);
+  auto cfg = vit_preset("beitv2_test_tiny");
+  cfg.num_classes = 5;
+  VisionTransformer model(cfg), other(cfg);
+  ModelEma ema(other.ptr(), *model, 0.75);
+  // Starts as a copy of the model (timm: deepcopy), in eval mode, without gradients.
+  for (const auto& [k, v] : state_dict(ema.module())) EXPECT_TRUE(torch::equal(v, state_dict(*model).at(k))) << k;
+  EXPECT_FALSE(ema.module().is_training());
+  for (const auto& p : ema.module().parameters()) EXPECT_FALSE(p.requires_grad());
+  const auto e0 = state_dict(ema.module());
+  std::map<std::string, torch::Tensor> before;
+  for (const auto& [k, v] : e0) before[k] = v.clone();
+  // Move every model tensor: floating ones by noise, integer ones (relative_position_index) by +1.
+  int64_t integer = 0;
+  {
+    torch::NoGradGuard ng;
+    for (auto& [k, v] : state_dict(*model)) {
+      if (v.is_floating_point()) {
+        v.add_(torch::randn_like(v));
+      } else {
+        v.add_(1);
+        ++integer;
+      }
+    }
+  }
+  ASSERT_GT(integer, 0) << "the tiny model has per-block relative_position_index buffers";
+  ema.update(*model);
+  const auto m = state_dict(*model);
+  for (const auto& [k, v] : state_dict(ema.module())) {
+    if (v.is_floating_point()) {
+      const auto want = 0.75 * before.at(k).to(torch::kFloat64) + 0.25 * m.at(k).to(torch::kFloat64);
+      EXPECT_TRUE(torch::allclose(v.to(torch::kFloat64), want, 1e-6, 1e-7)) << k;
+      EXPECT_FALSE(torch::equal(v, before.at(k))) << k << " was not averaged";
+    } else {
+      EXPECT_TRUE(torch::equal(v, before.at(k))) << k << ": an integer buffer must not be averaged";
+    }
+  }
+  // state() holds exactly the floating tensors; load() restores it and names a foreign one.
+  const auto st = ema.state();
+  for (const auto& [k, v] : e0) EXPECT_EQ(st.count(k), v.is_floating_point() ? 1u : 0u) << k;
+  std::map<std::string, torch::Tensor> saved;
+  for (const auto& [k, v] : st) saved[k] = v.clone();
+  ema.update(*model);
+  ema.load(saved, "test");
+  for (const auto& [k, v] : ema.state()) EXPECT_TRUE(torch::equal(v, saved.at(k))) << k;
+  saved.erase(saved.begin());
+  saved["head.extra"] = torch::zeros({1});
+  try {
+    ema.load(saved, "x.safetensors");
+    FAIL() << "no error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("x.safetensors: not this model's EMA: unknown tensor 'head.extra'"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 // ---- training on real images ----
 
 // Fashion-MNIST ImageFolders (tools/prepare_fashion_mnist.py): `per_class` images per class in train/ and val/
@@ -401,6 +465,39 @@ TEST(Finetune, ResumeIsBitIdentical) {
             read_file(b / "run/checkpoints/step_24/model.safetensors"));
   EXPECT_EQ(read_file(a / "run/classifier.safetensors"), read_file(b / "run/classifier.safetensors"));
   EXPECT_EQ(sa.val_acc1, second.val_acc1);
+}
+
+TEST(Finetune, EmaIsCheckpointedResumesBitExactlyAndDoesNotChangeTraining) {
+  const auto data = fashion_mnist(60);
+  test::TempDir a("ft_ema_straight"), b("ft_ema_resumed"), c("ft_no_ema");
+  const std::string ema = "ema:\n  enabled: true\n  decay: 0.9\n";
+  std::ofstream(a / "config.yaml") << tiny_yaml(data, a / "run", 24) + ema;
+  std::ofstream(b / "config.yaml") << tiny_yaml(data, b / "run", 24) + ema;
+  const auto ca = FinetuneConfig::load((a / "config.yaml").string());
+  const auto cb = FinetuneConfig::load((b / "config.yaml").string());
+  ASSERT_TRUE(ca.ema.enabled);
+  const auto sa = finetune(ca);
+  ASSERT_FALSE(finetune(cb, {.resume = "", .stop_after = 21}).finished);
+  const auto sb = finetune(cb, {.resume = "auto"});
+  ASSERT_TRUE(sa.finished && sb.finished);
+  for (const char* f : {"checkpoints/step_24/model.safetensors", "checkpoints/step_24/extra.safetensors",
+                        "classifier.safetensors", "classifier_ema.safetensors"}) {
+    EXPECT_EQ(read_file(a / "run" / f), read_file(b / "run" / f)) << f;
+  }
+  EXPECT_EQ(sa.val_ema_acc1, sb.val_ema_acc1);
+  EXPECT_GE(sa.val_ema_acc1, 0.0);
+  // The EMA is its own set of weights, and the metrics carry its accuracy.
+  const auto model = read_safetensors(a / "run/classifier.safetensors").tensors;
+  const auto avg = read_safetensors(a / "run/classifier_ema.safetensors").tensors;
+  EXPECT_FALSE(torch::equal(model.at("head.weight"), avg.at("head.weight")));
+  EXPECT_TRUE(torch::equal(model.at("blocks.0.attn.relative_position_index"),
+                           avg.at("blocks.0.attn.relative_position_index")));
+  EXPECT_NE(read_file(a / "run/metrics.jsonl").find("\"val_ema_acc1\""), std::string::npos);
+  // Training itself is the same without the EMA.
+  const auto sc = finetune(tiny_config(c, data, 24));
+  EXPECT_EQ(read_file(a / "run/classifier.safetensors"), read_file(c / "run/classifier.safetensors"));
+  EXPECT_EQ(sc.val_ema_acc1, -1.0);
+  EXPECT_FALSE(std::filesystem::exists(c / "run/checkpoints/step_24/extra.safetensors"));
 }
 
 // ---- bad inputs through the binary ----
