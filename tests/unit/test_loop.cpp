@@ -60,10 +60,10 @@ class ToyTrainer : public Trainer {
  public:
   ToyTrainer(std::filesystem::path out, int64_t per_epoch, std::set<int64_t> nan_forwards, Calls* calls)
       : out_(std::move(out)), batches_(per_epoch), nan_(std::move(nan_forwards)), calls_(calls) {
-    torch::manual_seed(0);
+    ema_ = std::make_unique<ModelEma>(Toy().ptr(), *model_, 0.5);  // before the seed: the global stream is the
+    torch::manual_seed(0);                                          // same as without it
     groups_ = make_param_groups(*model_, 0.0, {});
     opt_ = make_adamw(groups_, 0.1, 0.9, 0.999, 1e-8);
-    ema_ = std::make_unique<ModelEma>(Toy().ptr(), *model_, 0.5);
   }
   torch::nn::Module& model() override { return *model_; }
   torch::optim::AdamW& optimizer() override { return *opt_; }

@@ -18,6 +18,11 @@
 
 namespace beitv2 {
 
+/// The average of a model's weights over its optimizer steps.
+///
+/// Example (a trainer's after_update):
+///   ModelEma ema(VisionTransformer(cfg).ptr(), *model, 0.9999);  // after each applied step:
+///   ema.update(*model);                                           // ema.module() is the averaged model
 class ModelEma {
  public:
   /// `ema` is a separate instance of `model`'s architecture (same names and shapes); every tensor of `model`
