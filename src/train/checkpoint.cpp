@@ -29,6 +29,7 @@ CheckpointManager::CheckpointManager(std::filesystem::path run_dir, int64_t keep
 namespace {
 
 const char* const kFiles[] = {"model.safetensors", "optimizer.pt", "rng.safetensors"};
+const char* const kExtraFile = "extra.safetensors";  // optional: the trainer's other tensors
 
 uint32_t crc32_of(const std::string& bytes) {
   uLong crc = ::crc32(0L, Z_NULL, 0);
@@ -46,9 +47,9 @@ nlohmann::json file_entry(const std::string& bytes) {
   return {{"bytes", bytes.size()}, {"crc32", crc32_of(bytes)}};
 }
 
-// Throws IoError naming the first floating-point tensor of `model` that holds a NaN or an Inf.
-void check_finite(const torch::nn::Module& model) {
-  for (const auto& [name, t] : state_dict(model)) {
+// Throws IoError naming the first floating-point tensor that holds a NaN or an Inf.
+void check_finite(const TensorMap& tensors) {
+  for (const auto& [name, t] : tensors) {
     if (t.is_floating_point() && !t.isfinite().all().item<bool>()) {
       throw IoError("refusing to checkpoint: '" + name + "' holds non-finite values");
     }
@@ -92,8 +93,9 @@ std::vector<std::filesystem::path> CheckpointManager::candidates() const {
 
 std::filesystem::path CheckpointManager::save(int64_t step, const torch::nn::Module& model,
                                               torch::optim::Optimizer& optimizer, const nlohmann::json& state,
-                                              const std::string& config) {
-  check_finite(model);
+                                              const std::string& config, const TensorMap& extra) {
+  check_finite(state_dict(model));
+  check_finite(extra);
   const std::string name = "step_" + std::to_string(step);
   const auto tmp = dir_ / (".tmp-" + name + "-" + std::to_string(::getpid()));
   std::error_code ec;
@@ -117,6 +119,10 @@ std::filesystem::path CheckpointManager::save(int64_t step, const torch::nn::Mod
   }
   write_safetensors(tmp / "rng.safetensors", rng);
   files["rng.safetensors"] = file_entry(read_file(tmp / "rng.safetensors"));
+  if (!extra.empty()) {
+    write_safetensors(tmp / kExtraFile, extra);
+    files[kExtraFile] = file_entry(read_file(tmp / kExtraFile));
+  }
   nlohmann::json meta = {{"format", kCheckpointFormat}, {"version", kCheckpointVersion}, {"step", step},
                          {"state", state},           {"files", files},                 {"config", config}};
   write_file_atomic(tmp / "trainer.json", meta.dump(2) + "\n");
@@ -168,11 +174,19 @@ nlohmann::json CheckpointManager::verify(const std::filesystem::path& dir) const
   }
   if (!meta.contains("state") || !meta["state"].is_object()) fail("trainer.json: no trainer state object");
   if (!meta.contains("files") || !meta["files"].is_object()) fail("trainer.json: no file manifest");
-  for (const char* f : kFiles) {
+  std::vector<std::string> listed(std::begin(kFiles), std::end(kFiles));
+  for (const auto& [f, _] : meta["files"].items()) {
+    if (f == kExtraFile) {
+      listed.push_back(f);
+    } else if (std::find(listed.begin(), listed.end(), f) == listed.end()) {
+      fail("trainer.json: unknown file '" + f + "' in the manifest");
+    }
+  }
+  for (const auto& f : listed) {
     const auto& e = meta["files"].value(f, nlohmann::json());
     if (!e.is_object() || !e.value("bytes", nlohmann::json()).is_number_unsigned() ||
         !e.value("crc32", nlohmann::json()).is_number_unsigned()) {
-      fail(std::string("trainer.json: no size and CRC-32 for ") + f);
+      fail("trainer.json: no size and CRC-32 for " + f);
     }
     std::string bytes;
     try {
@@ -181,9 +195,9 @@ nlohmann::json CheckpointManager::verify(const std::filesystem::path& dir) const
       fail(err.what());
     }
     if (bytes.size() != e["bytes"].get<uint64_t>()) {
-      fail(std::string(f) + ": " + std::to_string(bytes.size()) + " bytes, the manifest says " + e["bytes"].dump());
+      fail(f + ": " + std::to_string(bytes.size()) + " bytes, the manifest says " + e["bytes"].dump());
     }
-    if (crc32_of(bytes) != e["crc32"].get<uint32_t>()) fail(std::string(f) + ": CRC-32 differs from the manifest (damaged)");
+    if (crc32_of(bytes) != e["crc32"].get<uint32_t>()) fail(f + ": CRC-32 differs from the manifest (damaged)");
   }
   return meta;
 }
@@ -207,7 +221,8 @@ std::optional<std::filesystem::path> CheckpointManager::newest_verified(nlohmann
 }
 
 nlohmann::json CheckpointManager::load(const std::filesystem::path& dir, torch::nn::Module& model,
-                                       torch::optim::Optimizer& optimizer, const nlohmann::json* verified) {
+                                       torch::optim::Optimizer& optimizer, const nlohmann::json* verified,
+                                       TensorMap* extra) {
   auto meta = verified ? *verified : verify(dir);
   const std::string where = dir.string();
   try {
@@ -220,6 +235,9 @@ nlohmann::json CheckpointManager::load(const std::filesystem::path& dir, torch::
     if (rng.count("cuda") && torch::cuda::is_available()) {
       at::Generator cuda = torch::globalContext().defaultGenerator(torch::Device(torch::kCUDA, 0));
       cuda.set_state(rng.at("cuda"));
+    }
+    if (extra) {
+      *extra = meta["files"].contains(kExtraFile) ? read_safetensors(dir / kExtraFile).tensors : TensorMap{};
     }
   } catch (const c10::Error& e) {
     throw CheckpointError(where + ": cannot restore: " + e.what_without_backtrace());

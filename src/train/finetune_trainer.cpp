@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <cstring>
 #include <fstream>
 
 #include "beitv2/core/config_yaml.h"
@@ -17,6 +18,7 @@
 #include "beitv2/models/registry.h"
 #include "beitv2/models/vit.h"
 #include "beitv2/train/checkpoint.h"
+#include "beitv2/train/ema.h"
 #include "beitv2/train/finetune_init.h"
 #include "beitv2/train/mixup.h"
 #include "beitv2/train/optim.h"
@@ -72,6 +74,10 @@ void FinetuneAugmentConfig::validate() const {
   if (!(crop_pct > 0 && crop_pct <= 1)) config_fail("augment.crop_pct", config_text(crop_pct), "must be in (0, 1]");
 }
 
+void FinetuneEmaConfig::validate() const {
+  if (!(decay >= 0 && decay < 1)) config_fail("ema.decay", config_text(decay), "must be in [0, 1)");
+}
+
 void FinetuneMixupConfig::validate() const {
   if (mixup < 0) config_fail("mixup.mixup", config_text(mixup), "must be >= 0 (0 = off)");
   if (cutmix < 0) config_fail("mixup.cutmix", config_text(cutmix), "must be >= 0 (0 = off)");
@@ -97,6 +103,7 @@ void FinetuneConfig::validate() const {
   augment.validate();
   mixup.validate();
   optim.validate();
+  ema.validate();
   train.validate();
   if ((mixup.mixup > 0 || mixup.cutmix > 0) && data.batch_size % 2 != 0) {
     config_fail("data.batch_size", config_text(data.batch_size), "must be even with Mixup/CutMix (the batch is mixed with its reverse)");
@@ -228,6 +235,17 @@ class FinetuneTrainer : public Trainer {
     }
     model_->to(device_);
     model_->train();
+    if (cfg.ema.enabled) {
+      // A second instance for the average; building it must not move the global generator, so that a run is
+      // the same with and without the EMA.
+      auto gen = torch::globalContext().defaultGenerator(torch::kCPU);
+      const auto rng_state = gen.get_state();
+      VisionTransformer copy(cfg_.model);
+      gen.set_state(rng_state);
+      copy->to(device_);
+      ema_ = std::make_unique<ModelEma>(copy.ptr(), *model_, cfg.ema.decay);
+      ema_model_ = copy;
+    }
     groups_ = finetune_param_groups(model_, cfg.optim);
     opt_ = make_adamw(groups_, cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps);
 
@@ -259,28 +277,41 @@ class FinetuneTrainer : public Trainer {
     return {soft_target_cross_entropy(logits, target), {}};
   }
 
+  void after_update() override {
+    if (ema_) ema_->update(*model_);
+  }
+
+  TensorMap extra_state() const override {
+    TensorMap out;
+    if (ema_) {
+      for (auto& [k, v] : ema_->state()) out.emplace(kEmaPrefix + k, v);
+    }
+    return out;
+  }
+
+  void load_extra_state(const TensorMap& tensors) override {
+    TensorMap ema;
+    for (const auto& [k, v] : tensors) {
+      if (k.rfind(kEmaPrefix, 0) == 0) ema.emplace(k.substr(std::strlen(kEmaPrefix)), v);
+    }
+    if (!ema_) {
+      if (!ema.empty()) log::info("resume: the checkpoint's model EMA is dropped (ema.enabled is false)");
+      return;
+    }
+    if (ema.empty()) {
+      log::warn("resume: the checkpoint has no model EMA; it starts again from the restored weights");
+      ema_->reset(*model_);
+      return;
+    }
+    ema_->load(ema, "the checkpoint's extra.safetensors");
+  }
+
   nlohmann::json evaluate(int64_t epoch) override {
     if (!val_) return nlohmann::json::object();
-    model_->eval();
-    torch::NoGradGuard ng;
-    double loss = 0;
-    int64_t n = 0, top1 = 0, top5 = 0;
-    val_->start_epoch(0, 0);
-    while (auto batch = val_->next()) {
-      auto x = data::normalize_images(batch->images.at(0).to(device_), data::kImagenetMean, data::kImagenetStd);
-      const auto labels = batch->labels.to(device_);
-      const auto logits = model_->forward(x).to(torch::kFloat32);
-      loss += torch::nn::functional::cross_entropy(logits, labels,
-                                                   torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                  .item<double>();
-      top1 += topk_correct(logits, labels, 1);
-      top5 += topk_correct(logits, labels, 5);
-      n += x.size(0);
-    }
-    model_->train();
-    if (n == 0) return nlohmann::json::object();
-    const double acc1 = 100.0 * static_cast<double>(top1) / static_cast<double>(n);
-    const double acc5 = 100.0 * static_cast<double>(top5) / static_cast<double>(n);
+    const auto score = validate(*model_);
+    if (score.n == 0) return nlohmann::json::object();
+    const double acc1 = score.acc1(), acc5 = score.acc5();
+    nlohmann::json rec = {{"val_loss", score.loss / static_cast<double>(score.n)}, {"val_acc1", acc1}, {"val_acc5", acc5}};
     if (acc1 > best_acc1_) {  // official: save_model(epoch="best") when the max accuracy improves
       best_acc1_ = acc1;
       std::filesystem::create_directories(best_dir_);
@@ -288,13 +319,21 @@ class FinetuneTrainer : public Trainer {
       write_file_atomic(best_dir_ / "best.json",
                         nlohmann::json{{"epoch", epoch}, {"val_acc1", acc1}, {"val_acc5", acc5}}.dump() + "\n");
     }
-    return {{"val_loss", loss / static_cast<double>(n)}, {"val_acc1", acc1}, {"val_acc5", acc5}, {"best_acc1", best_acc1_}};
+    rec["best_acc1"] = best_acc1_;
+    if (ema_) {  // official: "Accuracy of the model EMA on ..." after the model's own
+      const auto e = validate(*ema_model_);
+      rec["val_ema_loss"] = e.loss / static_cast<double>(e.n);
+      rec["val_ema_acc1"] = e.acc1();
+      rec["val_ema_acc5"] = e.acc5();
+    }
+    return rec;
   }
 
   std::vector<std::filesystem::path> outputs() const override {
     const std::filesystem::path dir = cfg_.train.out_dir;
     std::vector<std::filesystem::path> out = {dir / "classifier.safetensors"};
     if (cfg_.output.timm_layout) out.push_back(dir / "classifier_timm.safetensors");
+    if (cfg_.ema.enabled) out.push_back(dir / "classifier_ema.safetensors");
     return out;
   }
 
@@ -306,6 +345,12 @@ class FinetuneTrainer : public Trainer {
     if (cfg_.output.timm_layout) {
       meta["layout"] = "timm";
       write_safetensors(out[1], to_timm_layout(state_dict(*model_)), meta);
+    }
+    if (ema_) {
+      auto ema_meta = metadata();
+      ema_meta["steps"] = std::to_string(step);
+      ema_meta["ema_decay"] = c10::str(ema_->decay());
+      save_weights(*ema_model_, out.back(), ema_meta);
     }
     return out;
   }
@@ -320,10 +365,43 @@ class FinetuneTrainer : public Trainer {
             {"init", init_line_},
             {"train", c10::str(train_->size(), " images of ", train_set_->summary())},
             {"val", val_ ? val_set_->summary() : std::string("none")},
-            {"mixing", mix}};
+            {"mixing", mix},
+            {"ema", ema_ ? c10::str("decay ", ema_->decay(), " (val_ema_* each evaluation, classifier_ema.safetensors)")
+                         : std::string("off")}};
   }
 
  private:
+  static constexpr const char* kEmaPrefix = "model_ema.";  // in extra.safetensors (official checkpoint key)
+
+  struct Score {
+    double loss = 0;
+    int64_t n = 0, top1 = 0, top5 = 0;
+    double acc1() const { return 100.0 * static_cast<double>(top1) / static_cast<double>(n); }
+    double acc5() const { return 100.0 * static_cast<double>(top5) / static_cast<double>(n); }
+  };
+
+  // Summed cross-entropy and top-1/top-5 hits of `model` (in eval mode; train mode restored) over data.val.
+  Score validate(VisionTransformerImpl& model) {
+    const bool was_training = model.is_training();
+    model.eval();
+    torch::NoGradGuard ng;
+    Score s;
+    val_->start_epoch(0, 0);
+    while (auto batch = val_->next()) {
+      auto x = data::normalize_images(batch->images.at(0).to(device_), data::kImagenetMean, data::kImagenetStd);
+      const auto labels = batch->labels.to(device_);
+      const auto logits = model.forward(x).to(torch::kFloat32);
+      s.loss += torch::nn::functional::cross_entropy(logits, labels,
+                                                     torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+      s.top1 += topk_correct(logits, labels, 1);
+      s.top5 += topk_correct(logits, labels, 5);
+      s.n += x.size(0);
+    }
+    model.train(was_training);
+    return s;
+  }
+
   Metadata metadata() const {
     return {{"format", "beitv2-classifier"}, {"config", cfg_.model.to_yaml()},
             {"classes", join(train_set_->class_names(), "\n")}};
@@ -338,6 +416,8 @@ class FinetuneTrainer : public Trainer {
   VisionTransformer model_{nullptr};
   std::vector<ParamGroup> groups_;
   std::unique_ptr<torch::optim::AdamW> opt_;
+  VisionTransformer ema_model_{nullptr};  // the EMA's instance (ema.enabled)
+  std::unique_ptr<ModelEma> ema_;
   std::string init_line_;
   std::filesystem::path best_dir_;
   double best_acc1_ = -1;
@@ -379,6 +459,7 @@ FinetuneSummary finetune(const FinetuneConfig& config, const LoopOptions& option
   s.val_acc1 = r.last_eval.value("val_acc1", -1.0);
   s.val_acc5 = r.last_eval.value("val_acc5", -1.0);
   s.best_acc1 = r.last_eval.value("best_acc1", -1.0);
+  s.val_ema_acc1 = r.last_eval.value("val_ema_acc1", -1.0);
   if (r.finished) s.classifier = r.outputs.at(0);
   return s;
 }

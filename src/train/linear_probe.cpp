@@ -1,6 +1,7 @@
 // linear-probe-beitv2 (include/beitv2/train/linear_probe.h). Protocol after MAE's main_linprobe.py (BatchNorm
-// without affine + linear head N(0, 0.01), momentum 0.9, wd 0, lr x batch/256, warmup + cosine) and DINOv2's
-// grid of heads over cached features; the official BEiT v2 repo has none (docs/reference.md §5).
+// without affine + linear head N(0, 0.01), LARS with momentum 0.9, wd 0, lr x batch/256, warmup + cosine,
+// optionally RandomResizedCrop + flip training views) and DINOv2's grid of heads over cached features; the
+// official BEiT v2 repo has none (docs/reference.md §5).
 #include "beitv2/train/linear_probe.h"
 
 #include <torch/torch.h>
@@ -36,6 +37,9 @@ void ProbeConfig::validate() const {
   if (warmup_epochs < 0 || warmup_epochs > epochs) config_fail("probe.warmup_epochs", config_text(warmup_epochs), "must be in [0, epochs]");
   if (batch_size <= 0) config_fail("probe.batch_size", config_text(batch_size), "must be positive");
   if (!(crop_pct > 0 && crop_pct <= 1)) config_fail("probe.crop_pct", config_text(crop_pct), "must be in (0, 1]");
+  if (optimizer != "lars" && optimizer != "sgd") config_fail("probe.optimizer", optimizer, "lars or sgd");
+  if (!(momentum >= 0 && momentum < 1)) config_fail("probe.momentum", config_text(momentum), "must be in [0, 1)");
+  if (!(weight_decay >= 0)) config_fail("probe.weight_decay", config_text(weight_decay), "must be >= 0");
 }
 
 LinearProbeConfig LinearProbeConfig::load(const std::string& file, const std::vector<std::string>& overrides) {
@@ -79,20 +83,38 @@ std::shared_ptr<const data::ImageDataset> open_classes(const std::string& key, c
   }
 }
 
-// Features of every image of `ds` for every (block, pooling), and the labels.
-std::vector<torch::Tensor> extract(VisionTransformer& model, const std::shared_ptr<const data::ImageDataset>& ds,
-                                   const LinearProbeConfig& c, torch::Device device, torch::Tensor& labels) {
+// The evaluation view: Resize(size / crop_pct) + CenterCrop.
+data::SampleFn eval_view(const std::shared_ptr<const data::ImageDataset>& ds, const LinearProbeConfig& c) {
   data::EvalTransform t;
   t.crop = static_cast<int>(c.model.img_size);
   t.crop_pct = c.probe.crop_pct;
   t.interpolation = data::parse_interpolation(c.data.interpolation);
+  return data::eval_sample_fn(ds, t);
+}
+
+// MAE's linear-probe training view (main_linprobe.py): RandomResizedCrop(size, (min_crop_scale, 1)) + flip 0.5.
+data::SampleFn augmented_view(const std::shared_ptr<const data::ImageDataset>& ds, const LinearProbeConfig& c) {
+  data::TrainTransform t;
+  t.crop.size = static_cast<int>(c.model.img_size);
+  t.crop.scale = {c.data.min_crop_scale, 1.0};
+  t.crop.interpolation = data::parse_interpolation(c.data.interpolation);
+  t.hflip = 0.5;
+  return data::train_sample_fn(ds, t);
+}
+
+// Features of every image of `ds` (in dataset order, views drawn for `epoch`) for every (block, pooling), and the
+// labels.
+std::vector<torch::Tensor> extract(VisionTransformer& model, const std::shared_ptr<const data::ImageDataset>& ds,
+                                   data::SampleFn view, int64_t epoch, const LinearProbeConfig& c,
+                                   torch::Device device, torch::Tensor& labels) {
   data::LoaderOptions o;
   o.batch_size = c.data.batch_size;
   o.num_workers = static_cast<int>(std::max<int64_t>(1, c.data.workers));
   o.shuffle = false;
   o.drop_last = false;
+  o.seed = static_cast<uint64_t>(c.run.seed);
   o.decode_policy = data::parse_decode_policy(c.data.decode_errors);
-  data::Loader loader(ds->size(), data::eval_sample_fn(ds, t), o);
+  data::Loader loader(ds->size(), std::move(view), o);
   const auto poolings = split_poolings(c.probe.poolings);
   std::vector<int64_t> inner;
   for (auto b : c.probe.blocks) {
@@ -101,7 +123,7 @@ std::vector<torch::Tensor> extract(VisionTransformer& model, const std::shared_p
   std::vector<std::vector<torch::Tensor>> parts(c.probe.blocks.size() * poolings.size());
   std::vector<torch::Tensor> ys;
   torch::NoGradGuard ng;
-  loader.start_epoch(0, 0);
+  loader.start_epoch(epoch, 0);
   while (auto batch = loader.next()) {
     auto x = data::normalize_images(batch->images.at(0).to(device), data::kImagenetMean, data::kImagenetStd);
     std::vector<torch::Tensor> inter;
@@ -177,16 +199,20 @@ std::vector<ProbeResult> linear_probe(const LinearProbeConfig& cfg) {
   for (auto& p : model->parameters()) p.set_requires_grad(false);
 
   torch::Tensor ytrain, yval;
-  auto ftrain = extract(model, train_set, cfg, device, ytrain);
-  auto fval = extract(model, val_set, cfg, device, yval);
-  log::info(c10::str("features: ", ftrain.size(), " sets, ", ytrain.size(0), " train / ", yval.size(0), " val images"));
+  const auto train_view = cfg.probe.augment ? augmented_view(train_set, cfg) : eval_view(train_set, cfg);
+  auto ftrain = extract(model, train_set, train_view, 0, cfg, device, ytrain);
+  auto fval = extract(model, val_set, eval_view(val_set, cfg), 0, cfg, device, yval);
+  log::info(c10::str("features: ", ftrain.size(), " sets, ", ytrain.size(0), " train / ", yval.size(0), " val images; ",
+                     cfg.probe.augment ? "training views RandomResizedCrop + flip, extracted again every epoch"
+                                       : "evaluation view, extracted once",
+                     "; heads trained with ", cfg.probe.optimizer));
 
   // One head per (feature set, lr), all on the same minibatches.
   struct Head {
     size_t set = 0;
     double lr = 0;
     torch::nn::Sequential net{nullptr};
-    std::unique_ptr<torch::optim::SGD> opt;
+    std::unique_ptr<torch::optim::Optimizer> opt;
   };
   const auto poolings = split_poolings(cfg.probe.poolings);
   std::vector<Head> heads;
@@ -204,8 +230,14 @@ std::vector<ProbeResult> linear_probe(const LinearProbeConfig& cfg) {
       }
       h.net = torch::nn::Sequential(torch::nn::BatchNorm1d(torch::nn::BatchNorm1dOptions(d).affine(false).eps(1e-6)), fc);
       h.net->to(device);
-      h.opt = std::make_unique<torch::optim::SGD>(
-          h.net->parameters(), torch::optim::SGDOptions(lr).momentum(cfg.probe.momentum).weight_decay(cfg.probe.weight_decay));
+      if (cfg.probe.optimizer == "lars") {
+        h.opt = std::make_unique<Lars>(
+            h.net->parameters(), LarsOptions(lr).momentum(cfg.probe.momentum).weight_decay(cfg.probe.weight_decay));
+      } else {
+        h.opt = std::make_unique<torch::optim::SGD>(
+            h.net->parameters(),
+            torch::optim::SGDOptions(lr).momentum(cfg.probe.momentum).weight_decay(cfg.probe.weight_decay));
+      }
       heads.push_back(std::move(h));
     }
   }
@@ -217,13 +249,14 @@ std::vector<ProbeResult> linear_probe(const LinearProbeConfig& cfg) {
   const double scale = static_cast<double>(bs) / 256.0;
   int64_t step = 0;
   for (int64_t e = 0; e < cfg.probe.epochs; ++e) {
+    if (cfg.probe.augment && e > 0) ftrain = extract(model, train_set, train_view, e, cfg, device, ytrain);
     auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(cfg.run.seed * 1000003 + e));
     const auto perm = torch::randperm(n, gen).to(device);
     for (int64_t b = 0; b < per_epoch; ++b, ++step) {
       const auto idx = perm.slice(0, b * bs, (b + 1) * bs);
       const auto y = ytrain.index_select(0, idx);
       for (auto& h : heads) {
-        for (auto& g : h.opt->param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(h.lr * scale * schedule[step]);
+        for (auto& g : h.opt->param_groups()) g.options().set_lr(h.lr * scale * schedule[step]);
         const auto logits = h.net->forward(ftrain[h.set].index_select(0, idx));
         const auto loss = torch::nn::functional::cross_entropy(logits, y);
         h.opt->zero_grad();

@@ -77,6 +77,7 @@ StepStats train_step(Trainer& trainer, const data::Batch& batch, double lr, doub
     return s;
   }
   opt.step();
+  trainer.after_update();
   if (metrics) {
     for (auto& [k, v] : out.metrics) metrics->emplace_back(k, v.detach());
   }
@@ -286,7 +287,9 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
   summary.total = total;
   int64_t step = 0;
   if (from) {
-    ckpt.load(*from, trainer->model(), trainer->optimizer(), &manifest);
+    TensorMap extra;
+    ckpt.load(*from, trainer->model(), trainer->optimizer(), &manifest, &extra);
+    trainer->load_extra_state(extra);
     step = manifest.at("step").get<int64_t>();
     const auto& st = manifest.at("state");
     summary.skipped_nonfinite = st.value("skipped_nonfinite", int64_t{0});
@@ -331,7 +334,7 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
   StopSignal::install();
   auto save = [&] {
     ckpt.save(step, trainer->model(), trainer->optimizer(), {{"skipped_nonfinite", summary.skipped_nonfinite}},
-              spec.config_yaml);
+              spec.config_yaml, trainer->extra_state());
   };
   const auto t_start = Clock::now();
   const int64_t step0 = step;

@@ -1,4 +1,5 @@
-// Parameter groups, schedule, clipping (official beit2/optim_factory.py and utils.py at 768a3c8).
+// Parameter groups, schedule, clipping (official beit2/optim_factory.py and utils.py at 768a3c8); LARS
+// (facebookresearch/mae util/lars.py).
 #include "beitv2/train/optim.h"
 
 #include <torch/torch.h>
@@ -81,6 +82,48 @@ double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm)
   std::vector<torch::Tensor> norms;
   for (const auto& g : grads) norms.push_back(g.detach().norm(2).to(torch::kFloat64));
   return torch::stack(norms).norm(2).item<double>();
+}
+
+Lars::Lars(const std::vector<torch::Tensor>& params, LarsOptions defaults)
+    : Optimizer({torch::optim::OptimizerParamGroup(params)}, std::make_unique<LarsOptions>(defaults)) {
+  TORCH_CHECK(defaults.lr() >= 0, "Lars: lr ", defaults.lr(), " must be >= 0");
+  TORCH_CHECK(defaults.momentum() >= 0, "Lars: momentum ", defaults.momentum(), " must be >= 0");
+}
+
+torch::Tensor Lars::step(LossClosure closure) {
+  torch::NoGradGuard ng;
+  torch::Tensor loss;
+  if (closure) {
+    torch::AutoGradMode grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups_) {
+    const auto& o = static_cast<const LarsOptions&>(group.options());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      torch::Tensor dp = p.grad();
+      if (p.dim() > 1) {  // not a bias or a norm's gain: weight decay and the trust ratio
+        dp = dp.add(p, o.weight_decay());
+        const auto param_norm = torch::norm(p);
+        const auto update_norm = torch::norm(dp);
+        const auto one = torch::ones_like(param_norm);
+        const auto q = torch::where(param_norm > 0.,
+                                    torch::where(update_norm > 0, o.trust_coefficient() * param_norm / update_norm, one),
+                                    one);
+        dp = dp.mul(q);
+      }
+      auto& slot = state_[p.unsafeGetTensorImpl()];
+      if (!slot) {
+        auto s = std::make_unique<LarsParamState>();
+        s->mu(torch::zeros_like(p));
+        slot = std::move(s);
+      }
+      auto& mu = static_cast<LarsParamState&>(*slot).mu();
+      mu.mul_(o.momentum()).add_(dp);
+      p.add_(mu, -o.lr());
+    }
+  }
+  return loss;
 }
 
 }  // namespace beitv2

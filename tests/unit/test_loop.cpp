@@ -1,5 +1,5 @@
 // The shared training loop with a fake trainer (a linear regression whose forward also bumps a buffer, as the
-// VQ-KD codebook's EMA does): cadence of windows, evaluations and checkpoints, the non-finite policy, stops,
+// VQ-KD codebook's EMA does, and whose weights have a model EMA kept through the extra-state hooks): cadence of windows, evaluations and checkpoints, the non-finite policy, stops,
 // resume rules (finished runs, missing `latest`, damaged checkpoints, changed configs) and the run-dir lock.
 #include <fstream>
 #include <set>
@@ -8,6 +8,7 @@
 #include "beitv2/core/fs.h"
 #include "beitv2/io/state_dict.h"
 #include "beitv2/train/checkpoint.h"
+#include "beitv2/train/ema.h"
 #include "beitv2/train/loop.h"
 #include "beitv2/train/run.h"
 #include "common.h"
@@ -52,14 +53,15 @@ class ToyBatches : public BatchSource {
 
 struct Calls {
   std::vector<int64_t> started, evaluated;
-  int64_t forwards = 0, finishes = 0;
+  int64_t forwards = 0, finishes = 0, updates = 0;
 };
 
 class ToyTrainer : public Trainer {
  public:
   ToyTrainer(std::filesystem::path out, int64_t per_epoch, std::set<int64_t> nan_forwards, Calls* calls)
       : out_(std::move(out)), batches_(per_epoch), nan_(std::move(nan_forwards)), calls_(calls) {
-    torch::manual_seed(0);
+    ema_ = std::make_unique<ModelEma>(Toy().ptr(), *model_, 0.5);  // before the seed: the global stream is the
+    torch::manual_seed(0);                                          // same as without it
     groups_ = make_param_groups(*model_, 0.0, {});
     opt_ = make_adamw(groups_, 0.1, 0.9, 0.999, 1e-8);
   }
@@ -78,6 +80,12 @@ class ToyTrainer : public Trainer {
     if (nan_.count(calls_->forwards++)) loss = loss * std::numeric_limits<float>::quiet_NaN();
     return {loss, {{"half_loss", loss.detach() / 2}}};
   }
+  void after_update() override {
+    ++calls_->updates;
+    ema_->update(*model_);
+  }
+  TensorMap extra_state() const override { return ema_->state(); }
+  void load_extra_state(const TensorMap& t) override { ema_->load(t, "toy extra state"); }
   void start_epoch(int64_t epoch) override { calls_->started.push_back(epoch); }
   nlohmann::json evaluate(int64_t epoch) override {
     calls_->evaluated.push_back(epoch);
@@ -90,6 +98,7 @@ class ToyTrainer : public Trainer {
     return outputs();
   }
   Toy model_;
+  std::unique_ptr<ModelEma> ema_;
 
  private:
   std::filesystem::path out_;
@@ -211,9 +220,11 @@ TEST(Loop, ASkippedStepChangesNothing) {
   src.start_epoch(0, 0);
   auto b0 = *src.next(), b1 = *src.next();
   ASSERT_FALSE(train_step(tr, b0, 0.1, 0, t.optim, t.train).skipped);
+  EXPECT_EQ(calls.updates, 1);
   auto before = state_dict(*tr.model_);
-  std::map<std::string, torch::Tensor> copy;
+  std::map<std::string, torch::Tensor> copy, ema_copy;
   for (const auto& [k, v] : before) copy[k] = v.clone();
+  for (const auto& [k, v] : tr.ema_->state()) ema_copy[k] = v.clone();
   auto adam_before = static_cast<torch::optim::AdamWParamState&>(
                          *tr.optimizer().state().at(tr.model_->fc->weight.unsafeGetTensorImpl()))
                          .exp_avg()
@@ -222,6 +233,8 @@ TEST(Loop, ASkippedStepChangesNothing) {
   EXPECT_TRUE(st.skipped);
   EXPECT_TRUE(std::isnan(st.loss));
   for (const auto& [k, v] : state_dict(*tr.model_)) EXPECT_TRUE(torch::equal(v, copy.at(k))) << k;
+  EXPECT_EQ(calls.updates, 1) << "no after_update for a skipped step";
+  for (const auto& [k, v] : tr.ema_->state()) EXPECT_TRUE(torch::equal(v, ema_copy.at(k))) << "EMA " << k;
   auto adam_after = static_cast<torch::optim::AdamWParamState&>(
                         *tr.optimizer().state().at(tr.model_->fc->weight.unsafeGetTensorImpl()))
                         .exp_avg();
@@ -273,6 +286,11 @@ TEST(Loop, ResumeIsBitIdenticalToAStraightRun) {
   b.go({.resume = "auto"});
   EXPECT_EQ(read_file(a.run() / "checkpoints/step_10/model.safetensors"),
             read_file(b.run() / "checkpoints/step_10/model.safetensors"));
+  // The EMA (extra state) too: restored on resume, not restarted from the weights.
+  EXPECT_EQ(read_file(a.run() / "checkpoints/step_10/extra.safetensors"),
+            read_file(b.run() / "checkpoints/step_10/extra.safetensors"));
+  EXPECT_NE(read_file(a.run() / "checkpoints/step_10/extra.safetensors"),
+            read_file(b.run() / "checkpoints/step_6/extra.safetensors"));
   EXPECT_EQ(read_file(a.run() / "final.txt"), read_file(b.run() / "final.txt"));
 }
 
@@ -323,6 +341,22 @@ TEST(Loop, DamagedCheckpointsAreNeverLoaded) {
   }
   EXPECT_THROW(ckpt.verify(t.run() / "checkpoints/step_8"), CheckpointError);
   EXPECT_EQ(ckpt.newest_verified()->filename(), "step_4");
+  // The optional extra state is in the manifest and checked the same way.
+  {
+    const auto f = t.run() / "checkpoints/step_4/extra.safetensors";
+    const std::string good = read_file(f);
+    std::string bytes = good;
+    bytes[bytes.size() - 2] ^= 0x10;
+    std::ofstream(f, std::ios::binary) << bytes;
+    try {
+      ckpt.verify(t.run() / "checkpoints/step_4");
+      FAIL() << "no error";
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find("extra.safetensors: CRC-32 differs"), std::string::npos) << e.what();
+    }
+    std::ofstream(f, std::ios::binary) << good;
+    EXPECT_NO_THROW(ckpt.verify(t.run() / "checkpoints/step_4"));
+  }
   // An implausible step in the manifest is an error too.
   {
     const auto f = t.run() / "checkpoints/step_4/trainer.json";

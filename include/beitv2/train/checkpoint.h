@@ -2,6 +2,7 @@
 // Crash-safe, verified checkpoints in a run directory (docs/architecture.md "Run directory"):
 //
 //   <run>/checkpoints/step_<N>/{model.safetensors, optimizer.pt, rng.safetensors, trainer.json}
+//                              [extra.safetensors: the trainer's other tensors, e.g. a model EMA]
 //   <run>/checkpoints/latest            text file naming the newest complete step directory
 //
 // A checkpoint is written into a hidden temporary directory, every file fsynced, the directory renamed to
@@ -23,6 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "beitv2/io/safetensors.h"
+
 namespace beitv2 {
 
 inline constexpr const char* kCheckpointFormat = "beitv2-checkpoint";
@@ -41,9 +44,10 @@ class CheckpointManager {
 
   /// Saves model (all parameters and buffers), optimizer, the CPU (and CUDA) RNG states, `state` (the
   /// trainer's own counters, stored in trainer.json under "state") and `config` (the run's resolved YAML) as
-  /// step_<step>. Refuses (IoError) a model holding a non-finite floating-point value, naming the tensor.
+  /// step_<step>, and `extra` (when not empty) as extra.safetensors. Refuses (IoError) a model or extra tensor
+  /// holding a non-finite floating-point value, naming the tensor.
   std::filesystem::path save(int64_t step, const torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                             const nlohmann::json& state, const std::string& config = "");
+                             const nlohmann::json& state, const std::string& config = "", const TensorMap& extra = {});
 
   /// The directory `latest` names, if any (it may be damaged: see verify()).
   std::optional<std::filesystem::path> latest() const;
@@ -62,9 +66,10 @@ class CheckpointManager {
 
   /// Restores model, optimizer and RNG states from `dir`; returns the manifest (its "state" is the trainer
   /// state saved with it, "config" the run's config). Verifies `dir` first unless `verified` is the manifest
-  /// verify() or newest_verified() already returned for it. Throws CheckpointError.
+  /// verify() or newest_verified() already returned for it. `extra` (when given) receives extra.safetensors'
+  /// tensors ({} when the checkpoint has none). Throws CheckpointError.
   nlohmann::json load(const std::filesystem::path& dir, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                      const nlohmann::json* verified = nullptr);
+                      const nlohmann::json* verified = nullptr, TensorMap* extra = nullptr);
 
   const std::filesystem::path& dir() const { return dir_; }
 

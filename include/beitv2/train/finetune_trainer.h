@@ -11,13 +11,18 @@
 //   data      data.train / data.val are ImageFolders (one folder per class); training view RandomResizedCrop +
 //             flip + RandAugment (data layer), then on the device: normalise, RandomErasing, Mixup/CutMix with
 //             label smoothing (train/mixup.h) and the soft-target cross-entropy
-//   evaluate  top-1 / top-5 and the cross-entropy on data.val after every epoch; the best top-1's weights kept in
-//             <out_dir>/best/ (model.safetensors + best.json) beside the rolling checkpoints
+//   ema       optional model EMA (ema.enabled; train/ema.h) after every applied step, kept in the checkpoints
+//             (extra.safetensors)
+//   evaluate  top-1 / top-5 and the cross-entropy on data.val after every epoch (and the EMA's, val_ema_*); the
+//             best top-1's weights kept in <out_dir>/best/ (model.safetensors + best.json) beside the rolling
+//             checkpoints
 //   output    <out_dir>/classifier.safetensors (our names = the official fine-tuned names; the class names and
 //             the model config in its metadata), optionally classifier_timm.safetensors (timm's beitv2_* layout)
+//             and, with the EMA, classifier_ema.safetensors
 // Divergences (docs/divergences.md): the non-finite policy of the shared loop; Mixup draws from the data layer's
-// Rng (resume-exact); the init is strict about missing and unknown tensors (finetune_init.h); data.limit keeps
-// an evenly strided subset of the (class-sorted) training images, so every class stays in it.
+// Rng (resume-exact); the EMA averages floating-point tensors only and skips skipped steps (D16); the init is
+// strict about missing and unknown tensors (finetune_init.h); data.limit keeps an evenly strided subset of the
+// (class-sorted) training images, so every class stays in it.
 
 #include <filesystem>
 #include <memory>
@@ -104,6 +109,19 @@ struct FinetuneOptimConfig : OptimConfig {
 };
 void read_yaml(YamlMap& m, FinetuneOptimConfig& c);
 
+/// `ema:` an exponential moving average of the weights (official --model_ema, timm ModelEma; train/ema.h).
+struct FinetuneEmaConfig {
+  bool enabled = false;    ///< official default: off
+  double decay = 0.9999;   ///< official --model_ema_decay
+
+  template <class V>
+  void visit(V& v) {
+    v("enabled", enabled);
+    v("decay", decay);
+  }
+  void validate() const;
+};
+
 /// `output:` what finish() writes besides classifier.safetensors.
 struct FinetuneOutputConfig {
   bool timm_layout = false;  ///< also classifier_timm.safetensors (loads strictly in timm's Beit)
@@ -122,6 +140,7 @@ struct FinetuneConfig {
   FinetuneAugmentConfig augment;
   FinetuneMixupConfig mixup;
   FinetuneOptimConfig optim;
+  FinetuneEmaConfig ema;
   TrainConfig train;
   FinetuneOutputConfig output;
 
@@ -135,6 +154,7 @@ struct FinetuneConfig {
     v("augment", augment);
     v("mixup", mixup);
     v("optim", optim);
+    v("ema", ema);
     v("train", train);
     v("output", output);
   }
@@ -153,6 +173,7 @@ struct FinetuneSummary {
   double val_acc1 = -1;      ///< last evaluation, percent (-1 when none ran)
   double val_acc5 = -1;
   double best_acc1 = -1;
+  double val_ema_acc1 = -1;  ///< the EMA weights' top-1 at the last evaluation (-1 without ema.enabled)
   std::filesystem::path classifier;  ///< classifier.safetensors when finished
 };
 

@@ -1,17 +1,23 @@
 #pragma once
 // linear-probe-beitv2: how linearly separable a frozen backbone's features are (docs/reference.md §5: the
-// official repo has no BEiT v2 linear-probe script; the protocol here follows MAE's: a BatchNorm1d without affine
-// (eps 1e-6) + a linear head initialised N(0, 0.01), SGD momentum 0.9, no weight decay, lr = base x batch / 256,
-// warmup then cosine; and DINOv2's grid: many heads trained together over features extracted once).
+// official repo has no BEiT v2 linear-probe script; the protocol here follows MAE's main_linprobe.py: a
+// BatchNorm1d without affine (eps 1e-6) + a linear head initialised N(0, 0.01), LARS (util/lars.py, trust
+// coefficient 0.001) with momentum 0.9, no weight decay, lr = base x batch / 256, warmup then cosine per step;
+// SGD with momentum as an option; and DINOv2's grid: many heads trained together over features extracted once).
 //
 // The backbone runs in eval mode over the evaluation view of data.train and data.val (Resize + CenterCrop, no
 // augmentation), once; every (block, pooling) feature set is cached in memory, and one head per
-// (block, pooling, lr) is trained on the same minibatches. Poolings: "cls" = the [CLS] token, "mean" = the mean
+// (block, pooling, lr) is trained on the same minibatches. With probe.augment, the training features are
+// extracted again every epoch from MAE's training view instead (RandomResizedCrop(size, (data.min_crop_scale, 1))
+// + horizontal flip, each image's draw a function of (run.seed, epoch, index)); the validation features stay
+// cached. Poolings: "cls" = the [CLS] token, "mean" = the mean
 // of the patch tokens; block -1 = the backbone's output (after the final `norm` for a backbone that has one, as
 // BEiT v2's CLS-pretrained MIM backbones do; with mean pooling, "mean" goes through `fc_norm`), block i = the
 // output of block i (before any norm). The table (block x pooling x lr -> top-1) is written to the run directory
 // as probe_results.tsv, and every head's final top-1 to metrics.jsonl.
-// Divergences: no augmented-feature training (MAE's RandomResizedCrop + flip) yet; SGD instead of LARS.
+// Divergences from MAE's protocol: the cached evaluation view is the default (probe.augment: false), as DINOv2's
+// grids do, because re-extracting every epoch costs a backbone forward per image and epoch; the lr, block and
+// pooling are a grid scored on data.val (MAE: one lr, the [CLS] token or the mean after fc_norm).
 
 #include <filesystem>
 #include <string>
@@ -32,6 +38,8 @@ struct ProbeConfig {
   double momentum = 0.9;
   double weight_decay = 0.0;
   double crop_pct = 0.875;                     ///< feature extraction view: Resize(size / crop_pct) + CenterCrop
+  std::string optimizer = "lars";              ///< lars (MAE) | sgd (momentum, weight decay on every tensor)
+  bool augment = false;                        ///< training features from RandomResizedCrop + flip, every epoch
 
   template <class V>
   void visit(V& v) {
@@ -44,6 +52,8 @@ struct ProbeConfig {
     v("momentum", momentum);
     v("weight_decay", weight_decay);
     v("crop_pct", crop_pct);
+    v("optimizer", optimizer);
+    v("augment", augment);
   }
   void validate() const;
 };

@@ -6,8 +6,9 @@
 // once, here:
 //
 //   set-up        threads, device check, run-directory lock, resume (newest verified checkpoint), config history
-//   update step   lr/wd schedule, autocast, backward, grad-norm clip, AdamW; a non-finite loss or gradient norm
-//                 skips the step and restores the model's buffers, so a skipped step changes nothing
+//   update step   lr/wd schedule, autocast, backward, grad-norm clip, AdamW, the trainer's after_update (e.g. a
+//                 model EMA); a non-finite loss or gradient norm skips the step and restores the model's buffers,
+//                 so a skipped step changes nothing
 //   log window    averages over the window, img/s, ETA; closed every `log_every` steps or `log_seconds`, and
 //                 after the first step; a window whose steps were all skipped says so instead of a number
 //   cadence       evaluation every `eval_every` epochs and at the end (also when a stop lands there),
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "beitv2/data/loader.h"
+#include "beitv2/io/safetensors.h"
 #include "beitv2/train/batches.h"
 #include "beitv2/train/config.h"
 #include "beitv2/train/optim.h"
@@ -60,6 +62,15 @@ class Trainer {
   /// Loss and metrics of one training batch (the model in train mode; the loop runs backward and the update).
   virtual LossOutput forward_loss(const data::Batch& batch) = 0;
 
+  /// Called after every optimizer step that was applied, never after a skipped one (e.g. a model EMA update).
+  virtual void after_update() {}
+  /// Tensors a checkpoint keeps besides the model and the optimizer (e.g. EMA weights), by name: saved as
+  /// extra.safetensors when not empty (in the manifest, CRC-checked like the rest).
+  virtual TensorMap extra_state() const { return {}; }
+  /// Resume: what extra_state() saved ({} when the checkpoint has no extra.safetensors), after the model and
+  /// the optimizer are restored.
+  virtual void load_extra_state(const TensorMap& tensors) {}
+
   /// Called before the first step of every epoch (e.g. usage counters restart).
   virtual void start_epoch(int64_t epoch) {}
   /// Validation after epoch `epoch` ends: numbers for metrics.jsonl and the epoch line (plots are the
@@ -81,7 +92,7 @@ struct StepStats {
 };
 
 /// The update step shared by training and the benchmark: set lr/wd, forward_loss under autocast, backward,
-/// clip, AdamW. A non-finite loss or gradient norm skips the step: gradients are dropped and the model's
+/// clip, AdamW, the trainer's after_update(). A non-finite loss or gradient norm skips the step: gradients are dropped and the model's
 /// buffers (and frozen parameters) restored, so nothing changes. `metrics` (if given) receives the step's metrics.
 StepStats train_step(Trainer& trainer, const data::Batch& batch, double lr, double weight_decay,
                      const OptimConfig& optim, const TrainConfig& train,

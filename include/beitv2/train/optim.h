@@ -1,9 +1,10 @@
 #pragma once
 // Optimisation pieces shared by every trainer: AdamW parameter groups with the official weight-decay and
-// layer-decay rules, the official per-step cosine schedule, gradient-norm clipping.
+// layer-decay rules, the official per-step cosine schedule, gradient-norm clipping; and LARS for the linear probe.
 
 #include <torch/nn/module.h>
 #include <torch/optim/adamw.h>
+#include <torch/optim/optimizer.h>
 
 #include <functional>
 #include <set>
@@ -44,5 +45,35 @@ std::vector<double> cosine_schedule(double base, double final, int64_t total_ste
 /// Total L2 norm of the gradients; with max_norm > 0 scales them to at most max_norm (torch's
 /// clip_grad_norm_). Returns the norm before clipping.
 double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
+
+/// LARS options (MAE util/lars.py defaults, except lr which has none there).
+struct LarsOptions : torch::optim::OptimizerCloneableOptions<LarsOptions> {
+  LarsOptions(double lr = 0.1) : lr_(lr) {}  // NOLINT: implicit, as torch's own options
+  TORCH_ARG(double, lr);
+  TORCH_ARG(double, weight_decay) = 0;
+  TORCH_ARG(double, momentum) = 0.9;
+  TORCH_ARG(double, trust_coefficient) = 0.001;
+
+  double get_lr() const override { return lr(); }
+  void set_lr(const double lr) override { this->lr(lr); }
+};
+
+/// LARS's per-parameter state: the momentum buffer.
+struct LarsParamState : torch::optim::OptimizerCloneableParamState<LarsParamState> {
+  TORCH_ARG(torch::Tensor, mu);
+};
+
+/// LARS as MAE's linear probe uses it (facebookresearch/mae util/lars.py, itself after
+/// facebookresearch/barlowtwins): for a parameter p with ndim > 1, g += weight_decay * p, then
+/// g *= trust_coefficient * |p| / |g| (1 when |p| or |g| is 0); parameters with ndim <= 1 (biases, norms) get
+/// neither weight decay nor the trust ratio. Then mu = momentum * mu + g and p -= lr * mu (no dampening, no
+/// Nesterov). State is not serialised (the probe keeps none across runs).
+///
+/// Example: Lars opt(head->parameters(), LarsOptions(0.1 * batch / 256));
+class Lars : public torch::optim::Optimizer {
+ public:
+  explicit Lars(const std::vector<torch::Tensor>& params, LarsOptions defaults = {});
+  torch::Tensor step(LossClosure closure = nullptr) override;
+};
 
 }  // namespace beitv2
