@@ -17,6 +17,18 @@ inline std::filesystem::path source_dir() { return BEITV2_SOURCE_DIR; }
 /// The ~90 real photos of Debian's opencv-doc package (installed by scripts/setup.sh).
 inline std::filesystem::path photos_dir() { return "/usr/share/doc/opencv-doc/examples/data"; }
 
+/// Fashion-MNIST ImageFolders (tools/prepare_fashion_mnist.py): `per_class` images per class in train/ and val/
+/// (val = the official test split, so held out), prepared once per machine in the temp directory.
+inline std::filesystem::path fashion_mnist(int per_class) {
+  const auto dir = std::filesystem::temp_directory_path() / ("beitv2_fmnist_" + std::to_string(per_class));
+  if (!std::filesystem::exists(dir / "val/9_Ankle_boot")) {
+    const std::string cmd = "python3 " + (source_dir() / "tools/prepare_fashion_mnist.py").string() + " " +
+                            dir.string() + " --limit " + std::to_string(per_class) + " > /dev/null";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  return dir;
+}
+
 /// A fresh, empty folder under the system temporary folder, removed with its contents by the destructor, so a
 /// failing ASSERT (which returns from the test) still cleans up. Names are unique per process and object.
 ///

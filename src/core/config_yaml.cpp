@@ -144,6 +144,15 @@ void YamlMap::get(const std::string& key, std::vector<double>& out) {
                    [](const std::string& s, size_t* p) { return std::stod(s, p); });
 }
 
+void YamlMap::get(const std::string& key, std::vector<std::string>& out) {
+  if (!has(key)) return;
+  used_.insert(key);
+  get_list<std::string>(*this, node_[key], key, out, "strings", [](const std::string& s, size_t* p) {
+    *p = s.size();
+    return s;
+  });
+}
+
 void YamlMap::finish() const {
   if (!node_ || !node_.IsMap()) return;
   std::ostringstream os;

@@ -466,16 +466,33 @@ FinetuneSummary finetune(const FinetuneConfig& config, const LoopOptions& option
 
 // ---- predict ----
 
-std::vector<Prediction> predict(const std::filesystem::path& weights, const std::filesystem::path& images,
-                                int64_t topk, double crop_pct, int64_t batch_size, const std::string& device) {
-  auto file = read_safetensors(weights);
+namespace {
+ViTConfig classifier_config(const SafetensorsFile& file, const std::filesystem::path& weights) {
   const auto fmt = file.metadata.find("format");
   if (fmt == file.metadata.end() || fmt->second != "beitv2-classifier") {
     throw std::runtime_error(weights.string() + ": not a classifier.safetensors written by finetune-beitv2 "
                              "(metadata format beitv2-classifier)");
   }
   YamlMap m(YAML::Load(file.metadata.at("config")), weights.string() + " (metadata)", "model");
-  ViTConfig cfg = vit_config_from_yaml(m);
+  return vit_config_from_yaml(m);
+}
+}  // namespace
+
+ViTConfig classifier_model_config(const std::filesystem::path& weights) {
+  return classifier_config(read_safetensors(weights), weights);
+}
+
+std::vector<Prediction> predict(const std::filesystem::path& weights, const std::filesystem::path& images,
+                                int64_t topk, double crop_pct, int64_t batch_size, const std::string& device) {
+  return predict(weights, std::make_shared<const data::ImageDataset>(data::ImageDataset::folder(images)), topk,
+                 crop_pct, batch_size, device);
+}
+
+std::vector<Prediction> predict(const std::filesystem::path& weights,
+                                const std::shared_ptr<const data::ImageDataset>& ds, int64_t topk, double crop_pct,
+                                int64_t batch_size, const std::string& device) {
+  auto file = read_safetensors(weights);
+  ViTConfig cfg = classifier_config(file, weights);
   std::vector<std::string> classes;
   {
     std::istringstream is(file.metadata["classes"]);
@@ -486,7 +503,6 @@ std::vector<Prediction> predict(const std::filesystem::path& weights, const std:
   const torch::Device dev(device == "cuda" ? torch::kCUDA : torch::kCPU);
   model->to(dev);
   model->eval();
-  auto ds = std::make_shared<const data::ImageDataset>(data::ImageDataset::folder(images));
   data::LoaderOptions o;
   o.batch_size = batch_size;
   o.shuffle = false;
@@ -502,7 +518,8 @@ std::vector<Prediction> predict(const std::filesystem::path& weights, const std:
     const auto [p, idx] = probs.topk(std::min<int64_t>(topk, probs.size(1)), 1);
     for (int64_t i = 0; i < x.size(0); ++i) {
       Prediction pr;
-      pr.file = ds->path(batch->indices[i].item<int64_t>());
+      pr.index = batch->indices[i].item<int64_t>();
+      pr.file = ds->path(pr.index);
       for (int64_t j = 0; j < p.size(1); ++j) {
         const int64_t label = idx[i][j].item<int64_t>();
         pr.labels.push_back(label);

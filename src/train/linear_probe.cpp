@@ -31,7 +31,9 @@ void ProbeConfig::validate() const {
   }
   std::stringstream ss(poolings);
   for (std::string p; std::getline(ss, p, ',');) {
-    if (p != "cls" && p != "mean") config_fail("probe.poolings", poolings, "a comma-separated list of cls, mean");
+    if (p != "cls" && p != "mean" && p != "pixels") {
+      config_fail("probe.poolings", poolings, "a comma-separated list of cls, mean, pixels");
+    }
   }
   if (epochs <= 0) config_fail("probe.epochs", config_text(epochs), "must be positive");
   if (warmup_epochs < 0 || warmup_epochs > epochs) config_fail("probe.warmup_epochs", config_text(warmup_epochs), "must be in [0, epochs]");
@@ -120,6 +122,7 @@ std::vector<torch::Tensor> extract(VisionTransformer& model, const std::shared_p
   for (auto b : c.probe.blocks) {
     if (b >= 0) inner.push_back(b);
   }
+  const bool backbone = std::any_of(poolings.begin(), poolings.end(), [](const auto& p) { return p != "pixels"; });
   std::vector<std::vector<torch::Tensor>> parts(c.probe.blocks.size() * poolings.size());
   std::vector<torch::Tensor> ys;
   torch::NoGradGuard ng;
@@ -127,18 +130,20 @@ std::vector<torch::Tensor> extract(VisionTransformer& model, const std::shared_p
   while (auto batch = loader.next()) {
     auto x = data::normalize_images(batch->images.at(0).to(device), data::kImagenetMean, data::kImagenetStd);
     std::vector<torch::Tensor> inter;
-    const auto out = model->forward_intermediates(x, inner, inter);  // B, 1+N, D
+    const auto out = backbone ? model->forward_intermediates(x, inner, inter) : torch::Tensor();  // B, 1+N, D
     size_t k = 0;
     for (auto b : c.probe.blocks) {
       torch::Tensor tokens;
-      if (b < 0) {
+      if (!backbone || b < 0) {
         tokens = out;
       } else {
         tokens = inter[std::find(inner.begin(), inner.end(), b) - inner.begin()];
       }
       for (const auto& p : poolings) {
         torch::Tensor f;
-        if (p == "cls") {
+        if (p == "pixels") {
+          f = x.flatten(1);  // the baseline: the normalised evaluation view itself
+        } else if (p == "cls") {
           f = tokens.select(1, 0);
         } else if (b < 0 && model->fc_norm) {
           f = model->forward_head(tokens, /*pre_logits=*/true);  // fc_norm(mean of patch tokens)
@@ -191,7 +196,7 @@ std::vector<ProbeResult> linear_probe(const LinearProbeConfig& cfg) {
     io.allow_missing = cfg.init.allow_missing;
     io.allow_unexpected = cfg.init.allow_unexpected;
     log::info(init_classifier(model, weights, io, cfg.init.weights).to_string());
-  } else {
+  } else if (cfg.probe.poolings != "pixels") {
     log::warn("linear probe of a RANDOM backbone (no init.weights): a baseline");
   }
   model->to(device);
@@ -283,7 +288,10 @@ std::vector<ProbeResult> linear_probe(const LinearProbeConfig& cfg) {
   std::sort(results.begin(), results.end(), [](const ProbeResult& a, const ProbeResult& b) { return a.top1 > b.top1; });
   std::ostringstream tsv;
   tsv << "block\tpooling\tlr\ttop1\n";
-  for (const auto& r : results) tsv << r.block << "\t" << r.pooling << "\t" << r.lr << "\t" << std::fixed << std::setprecision(2) << r.top1 << "\n";
+  for (const auto& r : results) {
+    tsv << r.block << "\t" << r.pooling << "\t" << r.lr << "\t" << std::fixed << std::setprecision(2) << r.top1
+        << std::defaultfloat << "\n";
+  }
   write_file_atomic(out / "probe_results.tsv", tsv.str());
   log::info(c10::str("linear probe: best top-1 ", results.front().top1, "% (block ", results.front().block, ", ",
                      results.front().pooling, ", lr ", results.front().lr, "); table in ",

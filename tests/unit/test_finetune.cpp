@@ -381,18 +381,6 @@ TEST(ModelEma, UpdateIsTheFormulaOverFloatingTensorsAndLeavesIntegerBuffersAlone
 
 // ---- training on real images ----
 
-// Fashion-MNIST ImageFolders (tools/prepare_fashion_mnist.py): `per_class` images per class in train/ and val/
-// (val = the official test split, so held out).
-std::filesystem::path fashion_mnist(int per_class) {
-  const auto dir = std::filesystem::temp_directory_path() / ("beitv2_fmnist_" + std::to_string(per_class));
-  if (!std::filesystem::exists(dir / "val/9_Ankle_boot")) {
-    const std::string cmd = "python3 " + (test::source_dir() / "tools/prepare_fashion_mnist.py").string() + " " +
-                            dir.string() + " --limit " + std::to_string(per_class) + " > /dev/null";
-    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  }
-  return dir;
-}
-
 // A ViT of width 64, depth 4, 32x32 input, patch 8, BEiT v2 style (per-block rel-pos, layer scale, mean pooling),
 // with the whole recipe switched on at gentle strengths (RandAugment, RandomErasing, Mixup, smoothing, drop path).
 std::string tiny_yaml(const std::filesystem::path& data, const std::filesystem::path& out, int64_t steps,
@@ -418,7 +406,7 @@ TEST(Finetune, FromScratchOnFashionMnistClearlyLearns) {
   // 2000 training images (200 per class), 600 held-out ones (60 per class of the official test split); batch 64,
   // 300 steps (~10 epochs), lr 3e-3. Crop jitter, RandAugment and mixing are off here: a ViT from scratch learns
   // too slowly with them for a test-sized run (measured with min_crop_scale 0.6: 59%; without: 68%).
-  const auto train = fashion_mnist(200), held_out = fashion_mnist(60);
+  const auto train = test::fashion_mnist(200), held_out = test::fashion_mnist(60);
   test::TempDir dir("ft_learn");
   auto cfg = tiny_config(dir, held_out, 300);
   cfg.data.train = (train / "train").string();
@@ -451,7 +439,7 @@ TEST(Finetune, FromScratchOnFashionMnistClearlyLearns) {
 }
 
 TEST(Finetune, ResumeIsBitIdentical) {
-  const auto data = fashion_mnist(60);
+  const auto data = test::fashion_mnist(60);
   test::TempDir a("ft_straight"), b("ft_resumed");
   // 600 images / batch 32 = 18 steps per epoch: stop mid-epoch 1, with Mixup, RandomErasing, RandAugment, drop path.
   auto sa = finetune(tiny_config(a, data, 24));
@@ -468,7 +456,7 @@ TEST(Finetune, ResumeIsBitIdentical) {
 }
 
 TEST(Finetune, EmaIsCheckpointedResumesBitExactlyAndDoesNotChangeTraining) {
-  const auto data = fashion_mnist(60);
+  const auto data = test::fashion_mnist(60);
   test::TempDir a("ft_ema_straight"), b("ft_ema_resumed"), c("ft_no_ema");
   const std::string ema = "ema:\n  enabled: true\n  decay: 0.9\n";
   std::ofstream(a / "config.yaml") << tiny_yaml(data, a / "run", 24) + ema;
@@ -517,7 +505,7 @@ Result run_cli(const std::string& args) {
 }
 
 TEST(FinetuneCli, BadInputsEndWithOneClearLine) {
-  const auto data = fashion_mnist(60);
+  const auto data = test::fashion_mnist(60);
   test::TempDir dir("ft_bad");
   // An ImageFolder with an empty class folder.
   std::filesystem::create_directories(dir / "holes/a");
@@ -637,7 +625,7 @@ TEST(Lars, TwoStepsEqualTheFormulaByHand) {
 TEST(LinearProbe, ATrainedBackboneProbesBetterThanARandomOne) {
   // A briefly trained backbone (150 steps from scratch on 2000 images, as the learning test but half as long)
   // against the same architecture with random weights; probes trained on 600 images, scored on 600 held-out ones.
-  const auto train = fashion_mnist(200), data = fashion_mnist(60);
+  const auto train = test::fashion_mnist(200), data = test::fashion_mnist(60);
   test::TempDir dir("lp");
   auto cfg = tiny_config(dir, data, 150);
   cfg.data.train = (train / "train").string();

@@ -40,6 +40,7 @@ class YamlMap {
   void get(const std::string& key, std::string& out);
   void get(const std::string& key, std::vector<int64_t>& out);
   void get(const std::string& key, std::vector<double>& out);
+  void get(const std::string& key, std::vector<std::string>& out);
 
   /// Throws ConfigError naming every key that was present but never read.
   void finish() const;

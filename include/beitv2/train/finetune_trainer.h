@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "beitv2/data/dataset.h"
 #include "beitv2/models/vit.h"
 #include "beitv2/models/vit_config.h"
 #include "beitv2/train/config.h"
@@ -192,8 +193,13 @@ RunSpec finetune_run_spec(const FinetuneConfig& config);
 /// Runs or resumes a fine-tuning. Throws ConfigError / IoError / std::runtime_error with one clear line.
 FinetuneSummary finetune(const FinetuneConfig& config, const LoopOptions& options = {});
 
+/// The model config stored in a classifier.safetensors written by finish() (its metadata). Throws
+/// std::runtime_error naming the file when it is not one.
+ViTConfig classifier_model_config(const std::filesystem::path& weights);
+
 /// One image's prediction.
 struct Prediction {
+  int64_t index = 0;                  ///< position in the dataset
   std::filesystem::path file;
   std::vector<int64_t> labels;        ///< top-k class indices, best first
   std::vector<std::string> names;     ///< their class names
@@ -206,5 +212,9 @@ struct Prediction {
 std::vector<Prediction> predict(const std::filesystem::path& weights, const std::filesystem::path& images,
                                 int64_t topk = 5, double crop_pct = 0.875, int64_t batch_size = 64,
                                 const std::string& device = "cpu");
+/// The same for every image of a dataset (e.g. a labelled ImageFolder, for a confusion matrix).
+std::vector<Prediction> predict(const std::filesystem::path& weights,
+                                const std::shared_ptr<const data::ImageDataset>& images, int64_t topk = 5,
+                                double crop_pct = 0.875, int64_t batch_size = 64, const std::string& device = "cpu");
 
 }  // namespace beitv2
