@@ -201,7 +201,7 @@ std::string findings(const ReportInput& in) {
     << " points better for a linear classifier than a random backbone's ((b) - (a); target >= 10).\n";
   s << "- With the same fine-tuning budget, starting from BEiT v2 gives " << fixed(d - c, 1)
     << " points over starting from scratch ((d) - (c); target >= 0).\n";
-  s << "- The raw pixels probe to " << fixed(f, 1) << "%: the BEiT v2 features are " << fixed(b - f, 1)
+  s << "- The raw pixels probe to " << fixed(f, 1) << "%: the BEiT v2 features are " << fixed(std::abs(b - f), 1)
     << " points " << (b >= f ? "above" : "below") << " them; the teacher's features, which BEiT v2 learns through "
     << "the tokenizer, probe to " << fixed(e, 1) << "%.\n";
   s << "- The tokenizer uses " << fixed(100 * used / std::max(1.0, n), 1) << "% of its codebook on the test images "

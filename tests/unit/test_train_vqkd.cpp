@@ -12,6 +12,7 @@
 #include "beitv2/train/finetune_trainer.h"
 #include "beitv2/train/linear_probe.h"
 #include "beitv2/train/optim.h"
+#include "beitv2/train/pipeline.h"
 #include "beitv2/train/pretrain_trainer.h"
 #include "beitv2/train/vqkd_trainer.h"
 #include "common.h"
@@ -169,7 +170,9 @@ TEST(Configs, EveryShippedConfigParses) {
   for (const auto& e : std::filesystem::recursive_directory_iterator(test::source_dir() / "configs")) {
     if (e.path().extension() != ".yaml") continue;
     auto root = load_yaml_file(e.path().string());
-    if (root["teacher"]) {  // a train-vqkd config
+    if (root["finetune"] && root["finetune"]["config"]) {  // a beitv2-pipeline file (its stage files exist)
+      EXPECT_NO_THROW(PipelineConfig::load(e.path().string())) << e.path();
+    } else if (root["teacher"]) {  // a train-vqkd config
       auto c = VqkdTrainConfig::load(e.path().string());
       EXPECT_NO_THROW(c.validate()) << e.path();
     } else if (root["tokenizer"]) {  // a pretrain-beitv2 config (its tokenizer file need not exist yet)
