@@ -2,7 +2,7 @@
 # The main job: BEiT v2 end to end on Fashion-MNIST with beitv2-pipeline (configs/fashion_mnist/pipeline.yaml):
 # a supervised teacher, the VQ-KD tokenizer distilled from it, BEiT v2 pretraining, linear probes (random,
 # BEiT v2, teacher, raw pixels) and fine-tuning (scratch vs BEiT v2), then runs/fashion_mnist/report.md.
-# About 15 minutes on 2 cores (docs/pipeline.md). A rerun skips finished stages and resumes an interrupted one.
+# About 12 minutes on 2 cores (docs/pipeline.md). A rerun skips finished stages and resumes an interrupted one.
 # Extra arguments go to beitv2-pipeline (e.g. --set seed=1 --set out_dir=runs/fashion_mnist_seed1).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
