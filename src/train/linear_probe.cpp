@@ -55,7 +55,11 @@ void LinearProbeConfig::validate() const {
   probe.validate();
   if (run.device != "cpu" && run.device != "cuda") config_fail("run.device", run.device, "cpu or cuda");
   for (auto b : probe.blocks) {
-    if (b < -1 || b >= model.depth) config_fail("probe.blocks", config_text(b), c10::str("must be -1 or in [0, ", model.depth, ")"));
+    if (b < -model.depth || b >= model.depth) {
+      config_fail("probe.blocks", config_text(b),
+                  c10::str("must be in [-", model.depth, ", ", model.depth, "): -1 the output, -n the last n blocks "
+                           "concatenated, i >= 0 block i"));
+    }
   }
 }
 
@@ -118,10 +122,18 @@ std::vector<torch::Tensor> extract(VisionTransformer& model, const std::shared_p
   o.decode_policy = data::parse_decode_policy(c.data.decode_errors);
   data::Loader loader(ds->size(), std::move(view), o);
   const auto poolings = split_poolings(c.probe.poolings);
+  // Blocks whose outputs are needed: i >= 0 itself, -n (n >= 2) the last n (DINOv2's n_last_blocks).
   std::vector<int64_t> inner;
+  auto need = [&](int64_t i) {
+    if (std::find(inner.begin(), inner.end(), i) == inner.end()) inner.push_back(i);
+  };
   for (auto b : c.probe.blocks) {
-    if (b >= 0) inner.push_back(b);
+    if (b >= 0) need(b);
+    for (int64_t i = c.model.depth + b; b <= -2 && i < c.model.depth; ++i) need(i);
   }
+  auto output_of = [&](const std::vector<torch::Tensor>& inter, int64_t i) {
+    return inter[std::find(inner.begin(), inner.end(), i) - inner.begin()];
+  };
   const bool backbone = std::any_of(poolings.begin(), poolings.end(), [](const auto& p) { return p != "pixels"; });
   std::vector<std::vector<torch::Tensor>> parts(c.probe.blocks.size() * poolings.size());
   std::vector<torch::Tensor> ys;
@@ -133,24 +145,31 @@ std::vector<torch::Tensor> extract(VisionTransformer& model, const std::shared_p
     const auto out = backbone ? model->forward_intermediates(x, inner, inter) : torch::Tensor();  // B, 1+N, D
     size_t k = 0;
     for (auto b : c.probe.blocks) {
-      torch::Tensor tokens;
-      if (!backbone || b < 0) {
-        tokens = out;
-      } else {
-        tokens = inter[std::find(inner.begin(), inner.end(), b) - inner.begin()];
+      std::vector<torch::Tensor> tokens;  // one (B, 1+N, D) per block pooled (several for b <= -2)
+      if (!backbone || b == -1) {
+        tokens = {out};
+      } else if (b >= 0) {
+        tokens = {output_of(inter, b)};
+      } else {  // the last -b blocks, each through the final norm when the backbone has one (DINOv2)
+        for (int64_t i = c.model.depth + b; i < c.model.depth; ++i) {
+          tokens.push_back(model->norm ? model->norm->forward(output_of(inter, i)) : output_of(inter, i));
+        }
       }
       for (const auto& p : poolings) {
-        torch::Tensor f;
-        if (p == "pixels") {
-          f = x.flatten(1);  // the baseline: the normalised evaluation view itself
-        } else if (p == "cls") {
-          f = tokens.select(1, 0);
-        } else if (b < 0 && model->fc_norm) {
-          f = model->forward_head(tokens, /*pre_logits=*/true);  // fc_norm(mean of patch tokens)
-        } else {
-          f = tokens.slice(1, 1).mean(1);
+        std::vector<torch::Tensor> f;
+        for (const auto& t : tokens) {
+          if (p == "pixels") {
+            f.push_back(x.flatten(1));  // the baseline: the normalised evaluation view itself
+          } else if (p == "cls") {
+            f.push_back(t.select(1, 0));
+          } else if (b == -1 && model->fc_norm) {
+            f.push_back(model->forward_head(t, /*pre_logits=*/true));  // fc_norm(mean of patch tokens)
+          } else {
+            f.push_back(t.slice(1, 1).mean(1));
+          }
+          if (p == "pixels") break;
         }
-        parts[k++].push_back(f.to(torch::kFloat32));
+        parts[k++].push_back(torch::cat(f, 1).to(torch::kFloat32));
       }
     }
     ys.push_back(batch->labels.to(device));

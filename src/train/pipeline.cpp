@@ -126,7 +126,11 @@ std::pair<double, std::string> best_probe(const std::filesystem::path& tsv) {
   std::getline(is, pooling, '\t');
   std::getline(is, lr, '\t');
   std::getline(is, top1, '\t');
-  const std::string where = pooling == "pixels" ? "pixels" : (block == "-1" ? "output" : "block " + block) + ", " + pooling;
+  std::string where = "block " + block;
+  if (block == "-1") where = "output";
+  if (block.size() > 1 && block[0] == '-' && block != "-1") where = "last " + block.substr(1) + " blocks";
+  if (pooling == "pixels") where = "pixels";
+  else where += ", " + pooling;
   return {std::stod(top1), where + ", lr " + lr};
 }
 

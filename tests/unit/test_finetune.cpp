@@ -686,6 +686,24 @@ TEST(LinearProbe, ATrainedBackboneProbesBetterThanARandomOne) {
     }
   }
   EXPECT_FALSE(all_same) << "probe.augment changed nothing";
+
+  // blocks -n: the last n blocks' tokens (each through the final norm when there is one), pooled and concatenated
+  // (DINOv2's n_last_blocks); a block outside [-depth, depth) is one error line.
+  p.probe.augment = false;
+  p.probe.blocks = {-2};
+  p.run.out_dir = (dir / "probe_last2").string();
+  const auto last2 = linear_probe(p);
+  ASSERT_EQ(last2.size(), 4u);
+  EXPECT_EQ(last2.front().block, -2);
+  EXPECT_GT(last2.front().top1, 40.0) << "chance is 10%";
+  p.probe.blocks = {-static_cast<int64_t>(p.model.depth) - 1};
+  try {
+    linear_probe(p);
+    ADD_FAILURE() << "a block below -depth was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("probe.blocks"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("the last n blocks"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -12,7 +12,8 @@
 // + horizontal flip, each image's draw a function of (run.seed, epoch, index)); the validation features stay
 // cached. Poolings: "cls" = the [CLS] token, "mean" = the mean of the patch tokens, "pixels" = the normalised
 // evaluation view itself, flattened (the raw-pixel baseline: no backbone is run when it is the only pooling, and
-// the block does not matter); block -1 = the backbone's output (after the final `norm` for a backbone that has one, as
+// the block does not matter); block -n (n >= 2) = the last n blocks' outputs, each through the final `norm` when
+// the backbone has one, pooled and concatenated (DINOv2's n_last_blocks); block -1 = the backbone's output (after the final `norm` for a backbone that has one, as
 // BEiT v2's CLS-pretrained MIM backbones do; with mean pooling, "mean" goes through `fc_norm`), block i = the
 // output of block i (before any norm). The table (block x pooling x lr -> top-1) is written to the run directory
 // as probe_results.tsv, and every head's final top-1 to metrics.jsonl.
@@ -30,7 +31,7 @@ namespace beitv2 {
 
 /// `probe:` the heads and their training.
 struct ProbeConfig {
-  std::vector<int64_t> blocks = {-1};          ///< -1 = the backbone output, i = block i's output
+  std::vector<int64_t> blocks = {-1};          ///< -1 the output; i >= 0 block i; -n the last n blocks concatenated
   std::string poolings = "cls,mean";           ///< comma-separated: "cls" | "mean" | "pixels"
   std::vector<double> lrs = {0.01, 0.03, 0.1, 0.3, 1.0};  ///< base lrs (x batch_size / 256)
   int64_t epochs = 90;
