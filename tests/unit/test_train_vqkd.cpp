@@ -171,7 +171,10 @@ TEST(Configs, EveryShippedConfigParses) {
     if (e.path().extension() != ".yaml") continue;
     auto root = load_yaml_file(e.path().string());
     if (root["finetune"] && root["finetune"]["config"]) {  // a beitv2-pipeline file (its stage files exist)
+      const auto cwd = std::filesystem::current_path();  // stage paths are relative to the repository root
+      std::filesystem::current_path(test::source_dir());
       EXPECT_NO_THROW(PipelineConfig::load(e.path().string())) << e.path();
+      std::filesystem::current_path(cwd);
     } else if (root["teacher"]) {  // a train-vqkd config
       auto c = VqkdTrainConfig::load(e.path().string());
       EXPECT_NO_THROW(c.validate()) << e.path();
