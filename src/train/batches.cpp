@@ -33,6 +33,15 @@ std::unique_ptr<BatchSource> make_batch_source(int64_t count, data::SampleFn fn,
   return std::make_unique<LoaderSource>(count, std::move(fn), std::move(options));
 }
 
+std::shared_ptr<const data::ImageDataset> open_image_folder(const std::string& key, const std::string& folder) {
+  if (folder.empty()) config_fail(key, "\"\"", "an ImageFolder (one sub-folder per class) is required");
+  try {
+    return std::make_shared<const data::ImageDataset>(data::ImageDataset::image_folder(folder));
+  } catch (const IoError& e) {
+    throw ConfigError(key + " = " + folder + ": " + e.what());
+  }
+}
+
 namespace {
 
 std::shared_ptr<const data::ImageDataset> folder_dataset(const std::string& key, const std::string& folder,

@@ -116,15 +116,6 @@ namespace {
 
 // ---- data ----
 
-std::shared_ptr<const data::ImageDataset> open_classes(const std::string& key, const std::string& folder) {
-  if (folder.empty()) config_fail(key, "\"\"", "an ImageFolder (one sub-folder per class) is required");
-  try {
-    return std::make_shared<const data::ImageDataset>(data::ImageDataset::image_folder(folder));
-  } catch (const IoError& e) {
-    throw ConfigError(key + " = " + folder + ": " + e.what());
-  }
-}
-
 std::string join(const std::vector<std::string>& v, const std::string& sep) {
   std::string out;
   for (size_t i = 0; i < v.size(); ++i) out += (i ? sep : "") + v[i];
@@ -158,7 +149,7 @@ class FinetuneTrainer : public Trainer {
       : cfg_(cfg), device_(cfg.train.device == "cuda" ? torch::kCUDA : torch::kCPU) {
     const auto& d = cfg.data;
     const auto& tc = cfg.train;
-    train_set_ = open_classes("data.train", d.train);
+    train_set_ = open_image_folder("data.train", d.train);
     const int64_t classes = train_set_->num_classes();
     if (cfg_.model.num_classes == 0) {
       cfg_.model.num_classes = classes;
@@ -168,7 +159,7 @@ class FinetuneTrainer : public Trainer {
                            " class folders: set it to that or to 0 (= from the data)"));
     }
     if (!d.val.empty()) {
-      val_set_ = open_classes("data.val", d.val);
+      val_set_ = open_image_folder("data.val", d.val);
       if (val_set_->class_names() != train_set_->class_names()) {
         config_fail("data.val", d.val, c10::str("its ", val_set_->num_classes(), " class folders differ from data.train's ",
                                                 classes, " (", join(train_set_->class_names(), ", "), ")"));

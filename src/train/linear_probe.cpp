@@ -18,6 +18,7 @@
 #include "beitv2/data/image.h"
 #include "beitv2/data/pipelines.h"
 #include "beitv2/io/safetensors.h"
+#include "beitv2/train/batches.h"
 #include "beitv2/train/finetune_init.h"
 #include "beitv2/train/optim.h"
 
@@ -67,26 +68,11 @@ std::string LinearProbeConfig::to_yaml() const { return beitv2::to_yaml(*this); 
 
 namespace {
 
-struct FeatureSet {
-  int64_t block;
-  std::string pooling;
-  torch::Tensor train, val;  // (N, D) float32 on the device
-};
-
 std::vector<std::string> split_poolings(const std::string& s) {
   std::vector<std::string> out;
   std::stringstream ss(s);
   for (std::string p; std::getline(ss, p, ',');) out.push_back(p);
   return out;
-}
-
-std::shared_ptr<const data::ImageDataset> open_classes(const std::string& key, const std::string& folder) {
-  if (folder.empty()) config_fail(key, "\"\"", "an ImageFolder (one sub-folder per class) is required");
-  try {
-    return std::make_shared<const data::ImageDataset>(data::ImageDataset::image_folder(folder));
-  } catch (const IoError& e) {
-    throw ConfigError(key + " = " + folder + ": " + e.what());
-  }
 }
 
 // The evaluation view: Resize(size / crop_pct) + CenterCrop.
@@ -190,8 +176,8 @@ std::vector<ProbeResult> linear_probe(const LinearProbeConfig& cfg) {
   const std::filesystem::path out = cfg.run.out_dir;
   std::filesystem::create_directories(out);
   write_file_atomic(out / "config.yaml", cfg.to_yaml());
-  auto train_set = open_classes("data.train", cfg.data.train);
-  auto val_set = open_classes("data.val", cfg.data.val);
+  auto train_set = open_image_folder("data.train", cfg.data.train);
+  auto val_set = open_image_folder("data.val", cfg.data.val);
   if (val_set->class_names() != train_set->class_names()) {
     config_fail("data.val", cfg.data.val, "its class folders differ from data.train's");
   }

@@ -12,6 +12,7 @@
 
 #include "beitv2/core/fs.h"
 #include "beitv2/core/log.h"
+#include "beitv2/train/batches.h"
 #include "beitv2/train/finetune_trainer.h"
 #include "beitv2/train/linear_probe.h"
 #include "beitv2/train/plots.h"
@@ -215,7 +216,7 @@ std::string findings(const ReportInput& in) {
 
 // The fine-tuned model's confusion matrix on the validation images.
 void confusion_figure(const ReportInput& in, const std::filesystem::path& png) {
-  const auto ds = std::make_shared<const data::ImageDataset>(data::ImageDataset::image_folder(in.finetune.data.val));
+  const auto ds = open_image_folder("data.val", in.finetune.data.val);
   const auto preds = predict(in.layout.dir("finetune_beitv2") / "classifier.safetensors", ds, 1,
                              in.finetune.augment.crop_pct, in.finetune.data.val_batch_size);
   const int64_t k = ds->num_classes();
@@ -341,7 +342,6 @@ PipelineSummary run_pipeline(const PipelineConfig& cfg, const LoopOptions& optio
     }
   }
 
-  auto loop = [](auto summary) { return summary.finished; };
   std::vector<Stage> stages = {
       {"teacher", "teacher", L.teacher(),
        [&](const LoopOptions& o) { return finetune(teacher_cfg, o).finished; }},
@@ -350,7 +350,7 @@ PipelineSummary run_pipeline(const PipelineConfig& cfg, const LoopOptions& optio
          auto c = tokenizer_cfg;
          c.teacher.native_model = classifier_model_config(L.teacher());
          c.validate();
-         return loop(train_vqkd(c, o));
+         return train_vqkd(c, o).finished;
        }},
       {"pretrain", "BEiT v2 pretraining", L.backbone(),
        [&](const LoopOptions& o) { return pretrain_beitv2(pretrain_cfg, o).loop.finished; }},

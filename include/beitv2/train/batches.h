@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 
+#include "beitv2/data/dataset.h"
 #include "beitv2/data/loader.h"
 #include "beitv2/data/masking.h"
 #include "beitv2/data/transforms.h"
@@ -29,6 +30,10 @@ class BatchSource {
 
 /// A BatchSource over a data::Loader (the first `count` samples of a dataset made by `fn`).
 std::unique_ptr<BatchSource> make_batch_source(int64_t count, data::SampleFn fn, data::LoaderOptions options);
+
+/// A labelled ImageFolder (one sub-folder per class); an empty `folder`, a missing one or one without images is
+/// a ConfigError naming `key` (e.g. "data.val").
+std::shared_ptr<const data::ImageDataset> open_image_folder(const std::string& key, const std::string& folder);
 
 /// One view of `data.train` (train = true: RandomResizedCrop(size, (min_crop_scale, 1), bicubic) + flip,
 /// shuffled, drop_last, data.limit applied) or of `data.val` (train = false: resize size*256/224 + centre
