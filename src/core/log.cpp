@@ -44,6 +44,14 @@ void remove_file(const std::string& file) {
   }
 }
 
+void set_tag(const std::string& tag) {
+  const std::string t = tag.empty() ? "" : "[" + tag + "] ";
+  logger().sinks().front()->set_pattern("[%H:%M:%S] [%^%l%$] " + t + "%v");
+  for (size_t i = 1; i < logger().sinks().size(); ++i) {
+    logger().sinks()[i]->set_pattern("[%Y-%m-%d %H:%M:%S] [%l] " + t + "%v");
+  }
+}
+
 void set_level(const std::string& level) {
   const auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off") {

@@ -90,8 +90,14 @@ void NormEMAVectorQuantizerImpl::reset_usage() {
 
 int64_t NormEMAVectorQuantizerImpl::unused_codes() const { return cluster_size.eq(0).sum().item<int64_t>(); }
 
-void NormEMAVectorQuantizerImpl::init_codebook(const torch::Tensor& flat) {
-  auto [means, counts] = kmeans_cosine(flat, options.n_embed(), options.kmeans_iters());
+void NormEMAVectorQuantizerImpl::init_codebook(const torch::Tensor& flat, int64_t batch) {
+  // k-means over the whole global batch: every process's vectors, put in the order one process holding the
+  // global batch would have them (the loader gives rank r the positions r, r + world, ... of it), so that N
+  // processes start from the codebook one process would.
+  auto all = collectives.gather(flat);  // world, B*H*W, C
+  const int64_t world = all.size(0), c = flat.size(1);
+  all = all.reshape({world, batch, -1, c}).transpose(0, 1).reshape({-1, c});
+  auto [means, counts] = kmeans_cosine(all, options.n_embed(), options.kmeans_iters());
   collectives.from_rank0(means);  // divergence: one codebook for all ranks
   collectives.from_rank0(counts);
   embedding->weight.copy_(means);
@@ -140,7 +146,7 @@ QuantizerOutput NormEMAVectorQuantizerImpl::forward(const torch::Tensor& z_in) {
   {
     torch::NoGradGuard ng;
     auto data = flat.detach();
-    if (embedding->initted.item<double>() == 0.0) init_codebook(data);
+    if (embedding->initted.item<double>() == 0.0) init_codebook(data, z.size(0));
     const auto& w = embedding->weight;
     auto d = data.pow(2).sum(1, true) + w.pow(2).sum(1) - 2 * data.mm(w.t());  // N, n_embed
     indices = d.argmin(1);
@@ -148,8 +154,8 @@ QuantizerOutput NormEMAVectorQuantizerImpl::forward(const torch::Tensor& z_in) {
     if (is_training()) {
       ema_update(data, indices);
     } else {
+      // This process's counts: evaluation runs on rank 0 alone, over the whole set.
       auto counts = torch::bincount(indices, {}, o.n_embed()).to(torch::kFloat32);
-      collectives.sum(counts);
       cluster_size.mul_(o.decay()).add_(counts, 1 - o.decay());
     }
   }

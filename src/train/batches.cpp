@@ -42,19 +42,6 @@ std::shared_ptr<const data::ImageDataset> open_image_folder(const std::string& k
   }
 }
 
-namespace {
-
-std::shared_ptr<const data::ImageDataset> folder_dataset(const std::string& key, const std::string& folder,
-                                                         const DataConfig& d) {
-  try {
-    auto ds = std::make_shared<data::ImageDataset>(data::ImageDataset::folder(folder));
-    ds->set_decode_options({.max_pixels = d.max_pixels});
-    return ds;
-  } catch (const IoError& e) {
-    throw ConfigError(key + " = " + folder + ": " + e.what());
-  }
-}
-
 data::LoaderOptions loader_options(const DataConfig& d, bool train, int64_t seed, int64_t batch_size, int64_t rank,
                                    int64_t world) {
   data::LoaderOptions o;
@@ -67,6 +54,19 @@ data::LoaderOptions loader_options(const DataConfig& d, bool train, int64_t seed
   o.world_size = world;
   o.decode_policy = data::parse_decode_policy(d.decode_errors);
   return o;
+}
+
+namespace {
+
+std::shared_ptr<const data::ImageDataset> folder_dataset(const std::string& key, const std::string& folder,
+                                                         const DataConfig& d) {
+  try {
+    auto ds = std::make_shared<data::ImageDataset>(data::ImageDataset::folder(folder));
+    ds->set_decode_options({.max_pixels = d.max_pixels});
+    return ds;
+  } catch (const IoError& e) {
+    throw ConfigError(key + " = " + folder + ": " + e.what());
+  }
 }
 
 }  // namespace

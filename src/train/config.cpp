@@ -75,6 +75,10 @@ void TrainConfig::validate() const {
   if (max_nonfinite < 1) config_fail("train.max_nonfinite", config_text(max_nonfinite), "must be >= 1");
   if (device != "cpu" && device != "cuda") config_fail("train.device", device, "cpu or cuda");
   if (amp != "none" && amp != "bf16") config_fail("train.amp", amp, "none or bf16");
+  if (dist_backend != "auto" && dist_backend != "gloo" && dist_backend != "nccl") {
+    config_fail("train.dist_backend", dist_backend, "auto, gloo or nccl");
+  }
+  if (!(dist_timeout > 0)) config_fail("train.dist_timeout", std::to_string(dist_timeout), "positive (seconds)");
   if (threads < 0) config_fail("train.threads", config_text(threads), "must be >= 0");
 }
 

@@ -21,6 +21,7 @@
 #include "beitv2/train/ema.h"
 #include "beitv2/train/finetune_init.h"
 #include "beitv2/train/mixup.h"
+#include "beitv2/train/dist.h"
 #include "beitv2/train/optim.h"
 
 namespace beitv2 {
@@ -122,17 +123,6 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
   return out;
 }
 
-data::LoaderOptions loader_options(const DataConfig& d, int64_t batch, bool train, int64_t seed) {
-  data::LoaderOptions o;
-  o.batch_size = batch;
-  o.num_workers = static_cast<int>(std::max<int64_t>(1, d.workers));
-  o.shuffle = train;
-  o.drop_last = train;
-  o.seed = static_cast<uint64_t>(seed);
-  o.decode_policy = data::parse_decode_policy(d.decode_errors);
-  return o;
-}
-
 data::EvalTransform eval_transform(int64_t size, double crop_pct, int interpolation) {
   data::EvalTransform t;
   t.crop = static_cast<int>(size);
@@ -187,12 +177,12 @@ class FinetuneTrainer : public Trainer {
     data::SampleFn fn = count == n ? base : data::SampleFn([base, n, count](int64_t i, data::Rng& rng) {
       return base(i * n / count, rng);
     });
-    train_ = make_batch_source(count, std::move(fn), loader_options(d, d.batch_size, true, tc.seed));
+    train_ = make_batch_source(count, std::move(fn), loader_options(d, /*train=*/true, tc.seed, d.batch_size, dist::rank(), dist::world()));
     if (val_set_) {
       const int64_t vb = d.val_batch_size > 0 ? d.val_batch_size : d.batch_size * 3 / 2;
       val_ = make_batch_source(val_set_->size(),
                                data::eval_sample_fn(val_set_, eval_transform(size, cfg.augment.crop_pct, interp)),
-                               loader_options(d, vb, false, tc.seed));
+                               loader_options(d, /*train=*/false, tc.seed, vb));
     }
     if (cfg.augment.reprob > 0) {
       data::RandomErasingOptions e;
@@ -434,7 +424,7 @@ std::unique_ptr<Trainer> make_finetune_trainer(const FinetuneConfig& config) {
 
 RunSpec finetune_run_spec(const FinetuneConfig& config) {
   return {.name = "finetune-beitv2", .config_yaml = config.to_yaml(), .optim = &config.optim, .train = &config.train,
-          .global_batch = config.data.batch_size,
+          .batch_per_process = config.data.batch_size,
           .resume_breaking_keys = {"model.", "init.", "data.train", "data.batch_size", "data.limit", "train.seed"}};
 }
 

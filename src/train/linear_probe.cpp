@@ -19,6 +19,7 @@
 #include "beitv2/data/pipelines.h"
 #include "beitv2/io/safetensors.h"
 #include "beitv2/train/batches.h"
+#include "beitv2/train/dist.h"
 #include "beitv2/train/finetune_init.h"
 #include "beitv2/train/optim.h"
 
@@ -106,6 +107,8 @@ std::vector<torch::Tensor> extract(VisionTransformer& model, const std::shared_p
   o.drop_last = false;
   o.seed = static_cast<uint64_t>(c.run.seed);
   o.decode_policy = data::parse_decode_policy(c.data.decode_errors);
+  o.rank = dist::rank();  // several processes: each extracts its shard (padded by wrapping to equal sizes)
+  o.world_size = dist::world();
   data::Loader loader(ds->size(), std::move(view), o);
   const auto poolings = split_poolings(c.probe.poolings);
   // Blocks whose outputs are needed: i >= 0 itself, -n (n >= 2) the last n (DINOv2's n_last_blocks).
@@ -163,6 +166,14 @@ std::vector<torch::Tensor> extract(VisionTransformer& model, const std::shared_p
   labels = torch::cat(ys);
   std::vector<torch::Tensor> feats;
   for (auto& p : parts) feats.push_back(torch::cat(p));
+  if (dist::active()) {  // every process gets every image, in dataset order (rank r held positions r, r + N, ...)
+    dist::check_same(labels.size(0), "the number of images extracted (a skipped unreadable image?)");
+    auto unshard = [&](const torch::Tensor& t) {  // (world, M, ...) -> (M * world, ...), padding dropped
+      return dist::all_gather(t).transpose(0, 1).flatten(0, 1).slice(0, 0, ds->size());
+    };
+    labels = unshard(labels);
+    for (auto& f : feats) f = unshard(f);
+  }
   return feats;
 }
 
@@ -173,9 +184,13 @@ std::vector<ProbeResult> linear_probe(const LinearProbeConfig& cfg) {
   const torch::Device device(cfg.run.device == "cuda" ? torch::kCUDA : torch::kCPU);
   torch::set_num_threads(cfg.run.threads > 0 ? static_cast<int>(cfg.run.threads)
                                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  // Several processes (train/dist.h) split the feature extraction; every one then trains the same heads on
+  // all the features, and rank 0 writes the files.
+  dist::init_from_environment({.device = cfg.run.device});
+  const bool main = dist::is_main();
   const std::filesystem::path out = cfg.run.out_dir;
   std::filesystem::create_directories(out);
-  write_file_atomic(out / "config.yaml", cfg.to_yaml());
+  if (main) write_file_atomic(out / "config.yaml", cfg.to_yaml());
   auto train_set = open_image_folder("data.train", cfg.data.train);
   auto val_set = open_image_folder("data.val", cfg.data.val);
   if (val_set->class_names() != train_set->class_names()) {
@@ -277,7 +292,8 @@ std::vector<ProbeResult> linear_probe(const LinearProbeConfig& cfg) {
   }
 
   std::vector<ProbeResult> results;
-  std::ofstream metrics(out / "metrics.jsonl", std::ios::app);
+  std::ofstream metrics;
+  if (main) metrics.open(out / "metrics.jsonl", std::ios::app);
   torch::NoGradGuard ng;
   for (auto& h : heads) {
     h.net->eval();
@@ -297,7 +313,7 @@ std::vector<ProbeResult> linear_probe(const LinearProbeConfig& cfg) {
     tsv << r.block << "\t" << r.pooling << "\t" << r.lr << "\t" << std::fixed << std::setprecision(2) << r.top1
         << std::defaultfloat << "\n";
   }
-  write_file_atomic(out / "probe_results.tsv", tsv.str());
+  if (main) write_file_atomic(out / "probe_results.tsv", tsv.str());
   log::info(c10::str("linear probe: best top-1 ", results.front().top1, "% (block ", results.front().block, ", ",
                      results.front().pooling, ", lr ", results.front().lr, "); table in ",
                      (out / "probe_results.tsv").string()));

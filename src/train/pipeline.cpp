@@ -13,6 +13,7 @@
 #include "beitv2/core/fs.h"
 #include "beitv2/core/log.h"
 #include "beitv2/train/batches.h"
+#include "beitv2/train/dist.h"
 #include "beitv2/train/finetune_trainer.h"
 #include "beitv2/train/linear_probe.h"
 #include "beitv2/train/plots.h"
@@ -303,6 +304,10 @@ std::string results_table(const ReportInput& in) {
 
 PipelineSummary run_pipeline(const PipelineConfig& cfg, const LoopOptions& options) {
   cfg.validate();
+  if (dist::env_from().world > 1) {
+    throw ConfigError("beitv2-pipeline runs as one process (its report and stage bookkeeping are not shared); "
+                      "launch the stage tools (train-vqkd, pretrain-beitv2, ...) under torchrun or srun instead");
+  }
   StopSignal::install();
   const Layout L{cfg.out_dir};
   RunDir run(L.root);

@@ -12,6 +12,7 @@
 #include "beitv2/data/image.h"
 #include "beitv2/io/state_dict.h"
 #include "beitv2/models/vqkd.h"
+#include "beitv2/train/dist.h"
 #include "beitv2/train/optim.h"
 #include "beitv2/train/plots.h"
 
@@ -98,7 +99,7 @@ class PretrainTrainer : public Trainer {
                                  cfg.mask.max_patches, cfg.mask.min_aspect};
     if (!train_) {
       train_ = make_two_view_batches("data.train", cfg.data.train, cfg.data, t, m, /*train=*/true, tc.seed,
-                                     cfg.data.batch_size, cfg.data.limit);
+                                     cfg.data.batch_size, cfg.data.limit, dist::rank(), dist::world());
     }
     if (!cfg.data.val.empty()) {
       const int64_t vb = cfg.data.val_batch_size > 0 ? cfg.data.val_batch_size : cfg.data.batch_size * 3 / 2;
@@ -235,7 +236,7 @@ std::unique_ptr<Trainer> make_pretrain_trainer(const PretrainConfig& config, std
 PretrainSummary pretrain_beitv2(const PretrainConfig& config, const LoopOptions& options) {
   config.validate();
   RunSpec spec{.name = "pretrain-beitv2", .config_yaml = to_yaml(config), .optim = &config.optim,
-               .train = &config.train, .global_batch = config.data.batch_size};
+               .train = &config.train, .batch_per_process = config.data.batch_size};
   spec.resume_breaking_keys.push_back("tokenizer.");
   spec.resume_breaking_keys.push_back("mask.");
   PretrainSummary s;

@@ -9,6 +9,7 @@
 #include "beitv2/io/state_dict.h"
 #include "beitv2/models/vqkd.h"
 #include "beitv2/teacher/teacher.h"
+#include "beitv2/train/dist.h"
 #include "beitv2/train/optim.h"
 #include "beitv2/train/plots.h"
 
@@ -32,13 +33,17 @@ class VqkdTrainer : public Trainer {
     teacher_ = make_teacher(cfg.teacher, device_, tc.seed);
     teacher_->check_compatible(cfg.model);
     const int64_t size = cfg.model.encoder.img_size;
-    if (!train_) train_ = make_view_batches(cfg.data, size, /*train=*/true, tc.seed, cfg.data.batch_size);
+    if (!train_) {
+      train_ = make_view_batches(cfg.data, size, /*train=*/true, tc.seed, cfg.data.batch_size, dist::rank(),
+                                 dist::world());
+    }
     if (!cfg.data.val.empty()) {
       const int64_t vb = cfg.data.val_batch_size > 0 ? cfg.data.val_batch_size : cfg.data.batch_size * 3 / 2;
       val_ = make_view_batches(cfg.data, size, /*train=*/false, tc.seed, vb);
     }
     torch::manual_seed(tc.seed);
     model_ = VQKD(cfg.model);
+    model_->quantize->collectives = dist::collectives();  // EMA statistics and k-means over all processes
     model_->to(device_);
     model_->train();
     groups_ = make_param_groups(*model_, cfg.optim.weight_decay, model_->no_weight_decay());
@@ -142,7 +147,7 @@ std::unique_ptr<Trainer> make_vqkd_trainer(const VqkdTrainConfig& config, std::u
 
 RunSpec vqkd_run_spec(const VqkdTrainConfig& config) {
   return {.name = "train-vqkd", .config_yaml = config.to_yaml(), .optim = &config.optim, .train = &config.train,
-          .global_batch = config.data.batch_size};
+          .batch_per_process = config.data.batch_size};
 }
 
 VqkdTrainSummary train_vqkd(const VqkdTrainConfig& config, const VqkdTrainOptions& options) {

@@ -134,7 +134,7 @@ struct ToyRun {
   RunSpec spec() const {
     return {.name = "toy", .config_yaml = "model:\n  width: 4\ndata:\n  batch_size: 8\n" + config_extra +
                                           "optim:\n  lr: " + std::to_string(optim.lr) + "\n",
-            .optim = &optim, .train = &train, .global_batch = 8};
+            .optim = &optim, .train = &train, .batch_per_process = 8};
   }
   LoopSummary go(const LoopOptions& o = {}) {
     return run_training(spec(), [&] { return std::make_unique<ToyTrainer>(run(), per_epoch, nan_forwards, &calls); },

@@ -8,6 +8,7 @@
 
 #include <iostream>
 
+#include "beitv2/train/dist.h"
 #include "beitv2/train/linear_probe.h"
 
 int main(int argc, char** argv) {
@@ -19,11 +20,15 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     const auto results = beitv2::linear_probe(beitv2::LinearProbeConfig::load(config, overrides));
+    const bool main = beitv2::dist::is_main();
+    beitv2::dist::shutdown();
+    if (!main) return 0;
     std::cout << "block\tpooling\tlr\ttop1\n";
     for (const auto& r : results) std::cout << r.block << "\t" << r.pooling << "\t" << r.lr << "\t" << r.top1 << "\n";
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "linear-probe-beitv2: error: " << e.what() << std::endl;
+    if (beitv2::dist::active()) std::_Exit(1);  // a group with a lost peer cannot be torn down (train/cli.cpp)
     return 1;
   }
 }

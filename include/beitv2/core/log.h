@@ -20,6 +20,9 @@ void add_file(const std::string& file);
 /// Stops writing to `file` (added by add_file).
 void remove_file(const std::string& file);
 
+/// Prefixes every later message with "[tag] " (e.g. "rank 1/2" in a multi-process run); "" removes it.
+void set_tag(const std::string& tag);
+
 /// Sets the level by name: trace, debug, info, warn, error, off. Throws std::invalid_argument otherwise.
 void set_level(const std::string& level);
 

@@ -5,8 +5,9 @@
 // follows an EMA of the normalised per-code means (decay 0.99), re-normalised, after the lookup.
 //
 // Deliberate divergences (docs/divergences.md D1–D4):
-//  - k-means init runs on every rank and rank 0's result is broadcast (the official code lets each rank start
-//    from its own codebook); statistics are summed through Collectives (no-ops in one process).
+//  - k-means init runs on the global first batch (every rank's vectors, gathered) and rank 0's result is
+//    broadcast (the official code lets each rank start from its own codebook of its own batch); training
+//    statistics are summed through Collectives (no-ops in one process); usage counts in eval mode are local.
 //  - optional dead-code restart (dead_code_restart_steps > 0; off by default, so the default reproduces the
 //    reference): a code unused for that many consecutive training steps is re-seeded with a random input
 //    vector of the current batch (rank 0's choice, broadcast).
@@ -86,7 +87,7 @@ class NormEMAVectorQuantizerImpl : public torch::nn::Cloneable<NormEMAVectorQuan
   torch::Tensor cluster_size;  // (n_embed) buffer: EMA of code counts (usage statistics only)
 
  private:
-  void init_codebook(const torch::Tensor& flat);
+  void init_codebook(const torch::Tensor& flat, int64_t batch);
   void ema_update(const torch::Tensor& flat, const torch::Tensor& indices);
   torch::Tensor steps_unused_;  // (n_embed) int64, for dead-code restart; not part of the state dict
   int64_t restarted_ = 0;

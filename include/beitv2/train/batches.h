@@ -28,6 +28,11 @@ class BatchSource {
   virtual std::optional<data::Batch> next() = 0;
 };
 
+/// Loader options from data: (workers, decode policy); `train` shuffles and drops the last short batch, the
+/// evaluation order keeps every image; rank/world shard the epoch (data/loader.h).
+data::LoaderOptions loader_options(const DataConfig& data, bool train, int64_t seed, int64_t batch_size,
+                                   int64_t rank = 0, int64_t world = 1);
+
 /// A BatchSource over a data::Loader (the first `count` samples of a dataset made by `fn`).
 std::unique_ptr<BatchSource> make_batch_source(int64_t count, data::SampleFn fn, data::LoaderOptions options);
 

@@ -2,6 +2,9 @@
 // The command line every trainer shares (tools/<trainer>/main.cpp stays a few lines):
 //
 //   <trainer> --config FILE [--set key.path=value ...] [--resume auto|DIR] [--stop-after N] [--force-resume]
+//             [--dist-backend auto|gloo|nccl] [--dist-timeout SECONDS]
+//
+// Under torchrun or srun (train/dist.h) every process runs this; rank 0 prints the closing line.
 //
 // Exit codes: 0 finished or cleanly stopped (SIGINT/SIGTERM, --stop-after), 1 error (one line on stderr),
 // 2 bad command line.

@@ -99,6 +99,8 @@ struct TrainConfig {
   int64_t max_nonfinite = 5;     ///< consecutive non-finite losses that stop the run
   std::string device = "cpu";    ///< cpu | cuda
   std::string amp = "none";      ///< none | bf16 (CUDA autocast; fp32 islands stay fp32)
+  std::string dist_backend = "auto";  ///< multi-process runs (train/dist.h): auto (nccl on cuda, else gloo) | gloo | nccl
+  double dist_timeout = 1800;    ///< seconds a collective or the rendezvous may wait (a lost rank fails after this)
   int64_t threads = 0;           ///< intra-op threads; 0 = all cores
   int64_t plot_images = 4;       ///< validation images drawn as token maps each epoch (0 = none)
 
@@ -116,6 +118,8 @@ struct TrainConfig {
     v("max_nonfinite", max_nonfinite);
     v("device", device);
     v("amp", amp);
+    v("dist_backend", dist_backend);
+    v("dist_timeout", dist_timeout);
     v("threads", threads);
     v("plot_images", plot_images);
   }

@@ -16,8 +16,10 @@
 //                 a bad streak, never non-finite
 //   stop          SIGINT/SIGTERM and `stop_after` finish the step, save and return
 //
-// The loop is single-process; the hooks where c10d plugs in are the batches (rank-sharded), the gradient
-// all-reduce (after backward) and rank 0's writes.
+// Multi-process (train/dist.h, docs/distributed.md): the same loop runs in every process. The batches are
+// sharded by rank, gradients are averaged by a dist::GradReducer during backward, the loss, the stop decision
+// and the log window's metrics are agreed over all processes, and rank 0 alone evaluates, logs, plots and
+// writes checkpoints and outputs; every rank resumes from them (a shared file system is assumed).
 
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
@@ -35,6 +37,7 @@
 #include "beitv2/io/safetensors.h"
 #include "beitv2/train/batches.h"
 #include "beitv2/train/config.h"
+#include "beitv2/train/dist.h"
 #include "beitv2/train/optim.h"
 
 namespace beitv2 {
@@ -92,11 +95,14 @@ struct StepStats {
 };
 
 /// The update step shared by training and the benchmark: set lr/wd, forward_loss under autocast, backward,
-/// clip, AdamW, the trainer's after_update(). A non-finite loss or gradient norm skips the step: gradients are dropped and the model's
-/// buffers (and frozen parameters) restored, so nothing changes. `metrics` (if given) receives the step's metrics.
+/// clip, AdamW, the trainer's after_update(). A non-finite loss or gradient norm skips the step: gradients are
+/// dropped and the model's buffers (and frozen parameters) restored, so nothing changes. `metrics` (if given)
+/// receives the step's metrics. Multi-process: the loss is averaged over the processes before the decision (so
+/// that all skip or none does) and `reducer` averages the gradients during backward.
 StepStats train_step(Trainer& trainer, const data::Batch& batch, double lr, double weight_decay,
                      const OptimConfig& optim, const TrainConfig& train,
-                     std::vector<std::pair<std::string, torch::Tensor>>* metrics = nullptr);
+                     std::vector<std::pair<std::string, torch::Tensor>>* metrics = nullptr,
+                     dist::GradReducer* reducer = nullptr);
 
 /// How the loop is invoked (the CLI's flags).
 struct LoopOptions {
@@ -129,7 +135,7 @@ struct RunSpec {
   std::string config_yaml;           ///< the whole resolved config (written to config.yaml, compared on resume)
   const OptimConfig* optim = nullptr;
   const TrainConfig* train = nullptr;
-  int64_t global_batch = 0;          ///< images per step over all processes (lr scaling, img/s)
+  int64_t batch_per_process = 0;     ///< images per step in each process (x world size = the global batch)
   /// Config keys (dotted prefixes) whose change makes a resumed run a different run: such a resume is refused
   /// unless forced. Changes of other keys are logged.
   std::vector<std::string> resume_breaking_keys = {"model.", "data.train", "data.batch_size", "data.limit",
