@@ -4,6 +4,7 @@
 # the ratios beitv2 / PyTorch (>1 = beitv2 faster).
 #   scripts/bench.sh [vit-forward] [--model vit_base_patch16_224] [--batch 8] [--threads 2] [--iters 10]
 #   scripts/bench.sh vqkd-train-step [--size tiny|base] [--batch 8] [--threads 2] [--iters 10]
+#   scripts/bench.sh mim-train-step [--size tiny|base] [--batch 8] [--threads 2] [--iters 10]
 # (the data loader has its own: scripts/bench_data.sh)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
@@ -26,7 +27,16 @@ import json, sys
 ours, *refs = [json.loads(a) for a in sys.argv[1:]]
 print(f"{ours['bench']} {ours['model']} batch {ours['batch']} threads {ours['threads']}: "
       f"beitv2 {ours['images_per_s']:.2f} img/s (torch {ours['torch']})")
+flops = ours.get("gflop_per_image")
+if flops:  # the train steps: FLOP rate as a share of each side's own GEMM rate, peak memory
+    print(f"  {flops:.1f} GFLOP per image (counted from the shapes); beitv2 {ours['achieved_gflops']:.1f} GFLOP/s "
+          f"= {100 * ours['gemm_share']:.0f}% of the GEMM rate ({ours['gemm_gflops']:.1f} GFLOP/s), "
+          f"peak RSS {ours['peak_rss_mib']:.0f} MiB")
 for r in refs:
-    print(f"  vs {r['impl']} {r['images_per_s']:.2f} img/s (torch {r['torch']}): "
-          f"ratio {ours['images_per_s'] / r['images_per_s']:.2f}x")
+    line = (f"  vs {r['impl']} {r['images_per_s']:.2f} img/s (torch {r['torch']}): "
+            f"ratio {ours['images_per_s'] / r['images_per_s']:.2f}x")
+    if flops and "gemm_gflops" in r:
+        line += (f"; {100 * flops * r['images_per_s'] / r['gemm_gflops']:.0f}% of its GEMM rate "
+                 f"({r['gemm_gflops']:.1f} GFLOP/s), peak RSS {r['peak_rss_mib']:.0f} MiB")
+    print(line)
 PY

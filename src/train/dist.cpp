@@ -9,7 +9,9 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef USE_C10D_NCCL
+#if defined(USE_C10D_NCCL) && !defined(BEITV2_NO_NCCL)
+#define BEITV2_NCCL 1
+#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -190,7 +192,7 @@ void init(const Env& env, const Options& o) {
   s->backend = backend;
   s->timeout = std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000));
   if (backend == "nccl") {
-#ifndef USE_C10D_NCCL
+#ifndef BEITV2_NCCL
     throw ConfigError("train.dist_backend: nccl, but this LibTorch (" + std::string(TORCH_VERSION) +
                       ") was built without NCCL; use gloo or a CUDA LibTorch");
 #else
@@ -220,7 +222,7 @@ void init(const Env& env, const Options& o) {
       s->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(pg_store, static_cast<int>(env.rank),
                                                           static_cast<int>(env.world), opts);
     } else {
-#ifdef USE_C10D_NCCL
+#ifdef BEITV2_NCCL
       c10::cuda::set_device(static_cast<c10::DeviceIndex>(env.local_rank));
       auto opts = c10d::ProcessGroupNCCL::Options::create();
       opts->timeout = s->timeout;

@@ -4,6 +4,9 @@
 //   build/bin/beitv2-bench vit-forward --model vit_base_patch16_224 --batch 8 --threads 2
 //   build/bin/beitv2-bench data-loader --images /usr/share/doc/opencv-doc/examples/data --workers 2
 //   build/bin/beitv2-bench vqkd-train-step --size base --batch 8 --threads 2
+//   build/bin/beitv2-bench mim-train-step --size base --batch 8 --threads 2
+// The train steps also print the achieved FLOP rate, its share of the machine's fp32 GEMM rate measured in the
+// same run, and the peak RSS (tools/beitv2-bench/steps.h).
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -14,8 +17,11 @@
 #include "beitv2/beitv2.h"
 #include "beitv2/data.h"
 
+#include "steps.h"
+
 namespace beitv2::bench {
-nlohmann::json vqkd_train_step(const std::string& size, int64_t batch, int threads, int warmup, int iters);
+nlohmann::json vqkd_train_step(const StepOptions& o);
+nlohmann::json mim_train_step(const StepOptions& o);
 }
 
 namespace {
@@ -128,23 +134,30 @@ int main(int argc, char** argv) {
   dsub->add_option("--warmup", dl.warmup, "batches before timing")->capture_default_str();
   dsub->add_option("--measure", dl.measure, "images to time")->capture_default_str();
   dsub->add_option("--seed", dl.seed)->capture_default_str();
-  std::string vq_size = "tiny";
-  int64_t vq_batch = 8;
-  int vq_threads = 2, vq_warmup = 2, vq_iters = 10;
-  auto* vsub = app.add_subcommand("vqkd-train-step", "one VQ-KD training step (teacher included) images/s");
-  vsub->add_option("--size", vq_size, "tiny | base")->capture_default_str();
-  vsub->add_option("--batch", vq_batch)->capture_default_str();
-  vsub->add_option("--threads", vq_threads)->capture_default_str();
-  vsub->add_option("--warmup", vq_warmup)->capture_default_str();
-  vsub->add_option("--iters", vq_iters)->capture_default_str();
+  auto step_command = [&](const std::string& name, const std::string& about, beitv2::bench::StepOptions& a) {
+    auto* c = app.add_subcommand(name, about);
+    c->add_option("--size", a.size, "tiny | base")->capture_default_str();
+    c->add_option("--batch", a.batch)->capture_default_str();
+    c->add_option("--threads", a.threads)->capture_default_str();
+    c->add_option("--warmup", a.warmup)->capture_default_str();
+    c->add_option("--iters", a.iters)->capture_default_str();
+    c->add_option("--device", a.device, "cpu | cuda")->capture_default_str();
+    c->add_option("--amp", a.amp, "none | bf16 (CUDA autocast)")->capture_default_str();
+    c->add_option("--peak-tflops", a.peak_tflops, "the card's dense peak for the dtype, for MFU")->capture_default_str();
+    return c;
+  };
+  beitv2::bench::StepOptions vq, mim;
+  auto* vsub = step_command("vqkd-train-step", "one VQ-KD training step (teacher included) images/s", vq);
+  auto* msub = step_command("mim-train-step", "one BEiT v2 pretraining step (tokenizer included) images/s", mim);
   CLI11_PARSE(app, argc, argv);
   try {
     if (sub->parsed()) return vit_forward(vf);
     if (dsub->parsed()) return data_loader(dl);
     if (vsub->parsed()) {
-      std::cout << beitv2::bench::vqkd_train_step(vq_size, vq_batch, vq_threads, vq_warmup, vq_iters).dump()
-                << std::endl;
-      return 0;
+      std::cout << beitv2::bench::vqkd_train_step(vq).dump() << std::endl;
+    }
+    if (msub->parsed()) {
+      std::cout << beitv2::bench::mim_train_step(mim).dump() << std::endl;
     }
   } catch (const std::exception& e) {
     std::cerr << "beitv2-bench: error: " << e.what() << "\n";
