@@ -5,3 +5,4 @@
 #include "beitv2/models/vit_config.h"
 #include "beitv2/models/vqkd.h"
 #include "beitv2/models/beitv2.h"
+#include "beitv2/models/segmentation.h"
