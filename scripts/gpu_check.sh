@@ -127,6 +127,20 @@ else
   "$BUILD/bin/beitv2_cuda_tests" > "$OUT/tests.log" 2>&1 || { tail -40 "$OUT/tests.log"; exit 1; }
   "$BUILD/bin/beitv2_dist_tests" >> "$OUT/tests.log" 2>&1 || { tail -40 "$OUT/tests.log"; exit 1; }
 fi
+# NCCL: train-vqkd (tiny, CUDA) as 2 processes on the one GPU, then as 1 (world size 1 starts no group).
+if [ $mode = gpu ]; then
+  "$PYTHON" -c 'import sys, numpy as np; from PIL import Image
+for i in range(32): Image.fromarray(np.random.RandomState(i).randint(0, 256, (64, 64, 3), dtype=np.uint8)).save(f"{sys.argv[1]}/{i}.png")' \
+    "$(mkdir -p "$OUT/nccl_images" && echo "$OUT/nccl_images")"
+  nccl_cfg=(--config configs/vqkd_tiny_photos.yaml --set train.steps=20 --set train.device=cuda --set "data.val=\"\""
+            --set data.train="$OUT/nccl_images" --set data.batch_size=8 --set train.log_every=5)
+  if "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node 2 --no-python "$BUILD/bin/train-vqkd" \
+       "${nccl_cfg[@]}" --dist-backend nccl --set train.out_dir="$OUT/nccl2" > "$OUT/nccl.log" 2>&1; then
+    record '{"step": "nccl", "processes": 2, "ok": true}'; log "NCCL: 2 processes on one GPU ran"
+  else
+    record '{"step": "nccl", "processes": 2, "ok": false}'; log "NCCL: 2 processes on one GPU failed (see nccl.log)"
+  fi
+fi
 passed=$(grep -c '^\[       OK \]' "$OUT/tests.log" || true)
 skipped=$(grep -c '^\[  SKIPPED \]' "$OUT/tests.log" || true)
 log "tests: $passed passed, $skipped skipped"

@@ -36,6 +36,7 @@ void OptimConfig::validate() const {
   if (warmup_epochs < 0) config_fail("optim.warmup_epochs", config_text(warmup_epochs), "must be >= 0");
   if (warmup_steps < -1) config_fail("optim.warmup_steps", config_text(warmup_steps), "must be >= 0");
   if (clip_grad < 0) config_fail("optim.clip_grad", config_text(clip_grad), "must be >= 0 (0 = off)");
+  if (schedule != "cosine" && schedule != "poly") config_fail("optim.schedule", schedule, "cosine or poly");
 }
 
 void DataConfig::validate() const {

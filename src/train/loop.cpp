@@ -308,7 +308,8 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
   const int64_t warmup_wanted = oc.warmup_steps >= 0 ? oc.warmup_steps : oc.warmup_epochs * per_epoch;
   const int64_t warmup = std::min(total, warmup_wanted);
   const double peak_lr = oc.lr * (oc.scale_lr ? static_cast<double>(global_batch) / 128.0 : 1.0);
-  const auto lr_at = cosine_schedule(peak_lr, oc.min_lr, total, warmup, oc.warmup_lr);
+  const auto lr_at = oc.schedule == "poly" ? poly_schedule(peak_lr, oc.min_lr, total, warmup, oc.warmup_lr)
+                                           : cosine_schedule(peak_lr, oc.min_lr, total, warmup, oc.warmup_lr);
 
   LoopSummary summary;
   summary.total = total;
@@ -373,7 +374,7 @@ LoopSummary run_training(const RunSpec& spec, const TrainerFactory& make_trainer
   log::info(table.str());
   if (warmup_wanted >= total && total > 0 && warmup_wanted > 0) {
     log::warn(c10::str("warmup (", warmup_wanted, " steps) is as long as the run (", total,
-                       " steps): the lr never reaches its peak and the cosine decay never starts"));
+                       " steps): the lr never reaches its peak and the decay never starts"));
   }
 
   // The loop.

@@ -72,6 +72,25 @@ std::vector<double> cosine_schedule(double base, double final, int64_t total_ste
   return out;
 }
 
+std::vector<double> poly_schedule(double base, double final, int64_t total_steps, int64_t warmup_steps,
+                                  double warmup_start) {
+  TORCH_CHECK(total_steps > 0 && warmup_steps >= 0 && warmup_steps <= total_steps,
+              "poly_schedule: need 0 <= warmup_steps (", warmup_steps, ") <= total_steps (", total_steps, ")");
+  std::vector<double> out;
+  out.reserve(total_steps);
+  for (int64_t i = 0; i < total_steps; ++i) {
+    const double t = static_cast<double>(i) / static_cast<double>(total_steps);
+    const double lr = (base - final) * (1 - t) + final;
+    if (i < warmup_steps) {  // mmcv linear warmup on top of the regular value
+      const double ratio = base > 0 ? warmup_start / base : 0.0;
+      out.push_back(lr * (1 - (1 - ratio) * (1 - static_cast<double>(i) / static_cast<double>(warmup_steps))));
+    } else {
+      out.push_back(lr);
+    }
+  }
+  return out;
+}
+
 double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
   std::vector<torch::Tensor> grads;
   for (const auto& p : params) {

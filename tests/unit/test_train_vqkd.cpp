@@ -14,6 +14,7 @@
 #include "beitv2/train/optim.h"
 #include "beitv2/train/pipeline.h"
 #include "beitv2/train/pretrain_trainer.h"
+#include "beitv2/train/seg_trainer.h"
 #include "beitv2/train/vqkd_trainer.h"
 #include "common.h"
 
@@ -185,6 +186,8 @@ TEST(Configs, EveryShippedConfigParses) {
       EXPECT_NO_THROW(FinetuneConfig::load(e.path().string())) << e.path();
     } else if (root["probe"]) {  // a linear-probe-beitv2 config
       EXPECT_NO_THROW(LinearProbeConfig::load(e.path().string())) << e.path();
+    } else if (root["model"] && root["model"]["out_indices"]) {  // a finetune-seg config
+      EXPECT_NO_THROW(SegConfig::load(e.path().string())) << e.path();
     } else {  // a model config
       YamlMap top(root, e.path().string(), "");
       auto m = top.child("model");

@@ -24,6 +24,7 @@ struct OptimConfig {
   int64_t warmup_epochs = 10;   ///< exactly one of warmup_epochs / warmup_steps may be given
   int64_t warmup_steps = -1;    ///< >= 0 overrides warmup_epochs
   double clip_grad = 0.0;       ///< max grad norm; 0 = no clipping (the norm is still logged)
+  std::string schedule = "cosine";  ///< cosine (the BEiT scripts) | poly (mmseg: (1 - t)^1 to min_lr)
 
   template <class V>
   void visit(V& v) {
@@ -38,6 +39,7 @@ struct OptimConfig {
     v("warmup_epochs", warmup_epochs, warmup_steps < 0);
     v("warmup_steps", warmup_steps, warmup_steps >= 0);
     v("clip_grad", clip_grad);
+    v("schedule", schedule);
   }
   void validate() const;
 };

@@ -42,6 +42,12 @@ void apply_lr(torch::optim::AdamW& opt, const std::vector<ParamGroup>& groups, d
 std::vector<double> cosine_schedule(double base, double final, int64_t total_steps, int64_t warmup_steps,
                                     double warmup_start = 0.0);
 
+/// mmcv's PolyLrUpdaterHook (power 1) with linear warmup (mmseg's schedules): after `warmup_steps` steps rising
+/// linearly from `warmup_start` (mmcv 'linear' warmup: base * (1 - (1 - ratio) * (1 - i / warmup))), the lr
+/// falls as (base - final) * (1 - i / total) + final. One value per step.
+std::vector<double> poly_schedule(double base, double final, int64_t total_steps, int64_t warmup_steps,
+                                  double warmup_start = 0.0);
+
 /// Total L2 norm of the gradients; with max_norm > 0 scales them to at most max_norm (torch's
 /// clip_grad_norm_). Returns the norm before clipping.
 double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);

@@ -1,0 +1,414 @@
+// finetune-seg (include/beitv2/train/seg_trainer.h; docs/segmentation.md). References: microsoft/unilm
+// beit2/semantic_segmentation (configs/beit/upernet/*, backbone/beit.py), open-mmlab/mmsegmentation 0.11
+// (datasets/pipelines/transforms.py, models/segmentors/encoder_decoder.py).
+#include "beitv2/train/seg_trainer.h"
+
+#include <torch/torch.h>
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <algorithm>
+#include <map>
+
+#include "beitv2/core/config_yaml.h"
+#include "beitv2/core/log.h"
+#include "beitv2/data/image.h"
+#include "beitv2/data/transforms.h"
+#include "beitv2/io/state_dict.h"
+#include "beitv2/train/batches.h"
+#include "beitv2/train/dist.h"
+#include "beitv2/train/finetune_init.h"
+#include "beitv2/train/optim.h"
+
+namespace beitv2 {
+
+// ---- config ----
+
+SegHeadConfig SegModelConfig::heads() const {
+  SegHeadConfig h;
+  h.embed_dim = backbone.embed_dim;
+  h.channels = channels;
+  h.num_classes = num_classes;
+  h.aux_channels = aux_channels;
+  h.pool_scales = pool_scales;
+  h.dropout = dropout;
+  h.aux_loss_weight = aux_loss_weight;
+  return h;
+}
+
+void SegModelConfig::validate() const {
+  backbone.validate();
+  if (out_indices.size() != 4) config_fail("model.out_indices", std::to_string(out_indices.size()) + " entries", "exactly 4 blocks");
+  for (auto i : out_indices) {
+    if (i < 0 || i >= backbone.depth) config_fail("model.out_indices", config_text(i), "a block in [0, depth)");
+  }
+  if (num_classes < 2) config_fail("model.num_classes", config_text(num_classes), "at least 2");
+  if (channels <= 0 || aux_channels <= 0) config_fail("model.channels", config_text(channels), "positive");
+  if (!(dropout >= 0 && dropout < 1)) config_fail("model.dropout", config_text(dropout), "in [0, 1)");
+}
+
+void SegDataConfig::validate() const {
+  if (root.empty()) config_fail("data.root", "\"\"", "an ADE20K-layout folder (images/, annotations/) is required");
+  if (img_scale.size() != 2 || img_scale[0] <= 0 || img_scale[1] <= 0) {
+    config_fail("data.img_scale", std::to_string(img_scale.size()) + " values", "[long side, short side], positive");
+  }
+  if (ratio_range.size() != 2 || !(ratio_range[0] > 0 && ratio_range[0] <= ratio_range[1])) {
+    config_fail("data.ratio_range", std::to_string(ratio_range.size()) + " values", "[low, high] with 0 < low <= high");
+  }
+  if (crop_size <= 0) config_fail("data.crop_size", config_text(crop_size), "positive");
+  if (!(cat_max_ratio > 0 && cat_max_ratio <= 1)) config_fail("data.cat_max_ratio", config_text(cat_max_ratio), "in (0, 1]");
+  if (batch_size <= 0) config_fail("data.batch_size", config_text(batch_size), "positive");
+}
+
+FinetuneOptimConfig SegConfig::default_optim() {
+  // upernet_beit_base_12_512_slide_160k_ade20k.py: AdamW lr 3e-5? no: lr 1e-4 (pt1k configs use 3e-5 with
+  // layer decay 0.9 for 21k-fine-tuned weights); betas (0.9, 0.999), wd 0.05, layer decay 0.65, poly power 1
+  // to 0, linear warmup 1500 iterations from 1e-6.
+  FinetuneOptimConfig o;
+  o.lr = 1e-4;
+  o.scale_lr = false;
+  o.min_lr = 0.0;
+  o.warmup_lr = 1e-6;
+  o.weight_decay = 0.05;
+  o.layer_decay = 0.65;
+  o.warmup_steps = 1500;
+  o.schedule = "poly";
+  return o;
+}
+
+SegConfig SegConfig::load(const std::string& file, const std::vector<std::string>& overrides) {
+  return load_config<SegConfig>(file, overrides);
+}
+
+void SegConfig::validate() const {
+  model.validate();
+  init.validate();
+  data.validate();
+  optim.validate();
+  train.validate();
+  if (eval.stride <= 0) config_fail("eval.stride", config_text(eval.stride), "positive");
+  if (model.backbone.img_size != data.crop_size) {
+    config_fail("model.backbone.img_size", config_text(model.backbone.img_size),
+                "equal to data.crop_size (" + config_text(data.crop_size) + ")");
+  }
+}
+
+std::string SegConfig::to_yaml() const { return beitv2::to_yaml(*this); }
+
+// ---- model ----
+
+SegmenterImpl::SegmenterImpl(const SegModelConfig& c) : config(c) {
+  ViTConfig b = c.backbone;
+  b.num_classes = 0;
+  backbone = register_module("backbone", VisionTransformer(b));
+  pyramid = nn::FeaturePyramid(b.embed_dim);
+  backbone->register_module("fpn1", pyramid->fpn1);  // official names: backbone.fpn1.*, backbone.fpn2.*
+  backbone->register_module("fpn2", pyramid->fpn2);
+  decode_head = register_module("decode_head", nn::UPerHead(c.heads()));
+  auxiliary_head = register_module("auxiliary_head", nn::FCNHead(c.heads()));
+}
+
+nn::SegmentationHeadsImpl::Output SegmenterImpl::forward(const torch::Tensor& x) {
+  // forward_intermediates returns each requested block once, in block order.
+  std::vector<int64_t> blocks = config.out_indices;
+  std::sort(blocks.begin(), blocks.end());
+  blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+  std::vector<torch::Tensor> inter;
+  backbone->forward_intermediates(x, blocks, inter);
+  const int64_t g = config.backbone.grid_size();
+  std::vector<torch::Tensor> maps;
+  for (const auto i : config.out_indices) {  // (B, 1+N, D) -> (B, D, Hp, Wp), cls token dropped
+    const auto& t = inter[static_cast<size_t>(std::find(blocks.begin(), blocks.end(), i) - blocks.begin())];
+    maps.push_back(t.slice(1, 1).transpose(1, 2).reshape({t.size(0), t.size(2), g, g}));
+  }
+  nn::SegmentationHeadsImpl::Output o;
+  o.levels = pyramid->forward(maps);
+  o.logits = decode_head->forward(o.levels);
+  o.aux_logits = auxiliary_head->forward(o.levels);
+  return o;
+}
+
+std::vector<std::pair<int64_t, int64_t>> slide_windows(int64_t length, int64_t crop, int64_t stride) {
+  const int64_t n = std::max<int64_t>(length - crop + stride - 1, 0) / stride + 1;
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t end = std::min(i * stride + crop, length);
+    out.emplace_back(std::max<int64_t>(end - crop, 0), end);
+  }
+  return out;
+}
+
+// ---- data ----
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Pair {
+  fs::path image, label;
+};
+
+// images/<split>/* paired with annotations/<split>/<stem>.png; a missing annotation is a ConfigError.
+std::vector<Pair> list_pairs(const std::string& root, const std::string& split) {
+  const fs::path images = fs::path(root) / "images" / split, labels = fs::path(root) / "annotations" / split;
+  if (!fs::is_directory(images)) config_fail("data.root", root, "no " + (fs::path("images") / split).string() + " folder");
+  std::vector<Pair> out;
+  for (const auto& img : data::list_images(images)) {
+    const auto lab = labels / (img.stem().string() + ".png");
+    if (!fs::exists(lab)) config_fail("data.root", root, "no annotation " + lab.string() + " for " + img.string());
+    out.push_back({img, lab});
+  }
+  if (out.empty()) config_fail("data.root", root, "no images in " + images.string());
+  return out;
+}
+
+cv::Mat read_label(const fs::path& path, bool reduce_zero_label) {
+  cv::Mat lab = cv::imread(path.string(), cv::IMREAD_UNCHANGED);
+  if (lab.empty() || lab.type() != CV_8UC1) throw data::DecodeError(path.string() + ": not an 8-bit single-channel PNG");
+  if (reduce_zero_label) {  // 0 -> 255 (ignore), v -> v - 1, 255 stays
+    cv::Mat out = lab - 1;
+    out.setTo(255, lab == 0);
+    out.setTo(255, lab == 255);
+    return out;
+  }
+  return lab;
+}
+
+// mmcv.imrescale's keep-ratio size: the largest scale with long side <= long_max and short side <= short_max.
+cv::Size rescaled(const cv::Size& s, double long_max, double short_max) {
+  const double scale = std::min(long_max / std::max(s.width, s.height), short_max / std::min(s.width, s.height));
+  return {static_cast<int>(s.width * scale + 0.5), static_cast<int>(s.height * scale + 0.5)};
+}
+
+cv::Mat three_channels(const cv::Mat& grey) {
+  cv::Mat out;
+  cv::cvtColor(grey, out, cv::COLOR_GRAY2RGB);
+  return out;
+}
+
+data::SampleFn train_sample_fn(std::vector<Pair> pairs, SegDataConfig d) {
+  return [pairs = std::move(pairs), d](int64_t index, data::Rng& rng) {
+    const auto& p = pairs[static_cast<size_t>(index)];
+    cv::Mat img = data::decode_rgb(p.image), lab = read_label(p.label, d.reduce_zero_label);
+    if (img.size() != lab.size()) throw data::DecodeError(p.label.string() + ": size differs from its image");
+    const double r = rng.uniform(d.ratio_range[0], d.ratio_range[1]);
+    const auto size = rescaled(img.size(), d.img_scale[0] * r, d.img_scale[1] * r);
+    cv::resize(img, img, size, 0, 0, cv::INTER_LINEAR);
+    cv::resize(lab, lab, size, 0, 0, cv::INTER_NEAREST);
+    // Random crop: at most cat_max_ratio of the crop in one class (ignore excluded), 10 tries (mmseg).
+    const int c = static_cast<int>(d.crop_size);
+    cv::Rect box(0, 0, std::min(c, img.cols), std::min(c, img.rows));
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      box.x = static_cast<int>(rng.randint(0, std::max(img.cols - c, 0)));
+      box.y = static_cast<int>(rng.randint(0, std::max(img.rows - c, 0)));
+      if (d.cat_max_ratio >= 1) break;
+      std::map<int, int> counts;
+      cv::Mat crop = lab(box);
+      for (int y = 0; y < crop.rows; ++y) {
+        for (int x = 0; x < crop.cols; ++x) {
+          if (const int v = crop.at<uint8_t>(y, x); v != 255) ++counts[v];
+        }
+      }
+      int most = 0, total = 0;
+      for (const auto& [k, n] : counts) most = std::max(most, n), total += n;
+      if (counts.size() > 1 && most < d.cat_max_ratio * total) break;
+    }
+    img = img(box).clone();
+    lab = lab(box).clone();
+    if (rng.uniform() < 0.5) {
+      cv::flip(img, img, 1);
+      cv::flip(lab, lab, 1);
+    }
+    // Pad to the crop: image 0, label ignore.
+    cv::copyMakeBorder(img, img, 0, c - img.rows, 0, c - img.cols, cv::BORDER_CONSTANT, cv::Scalar(0, 0, 0));
+    cv::copyMakeBorder(lab, lab, 0, c - lab.rows, 0, c - lab.cols, cv::BORDER_CONSTANT, cv::Scalar(255));
+    data::Sample s;
+    s.views = {img, three_channels(lab)};
+    return s;
+  };
+}
+
+// Evaluation: the image resized (keep ratio) to img_scale, the label at its original size.
+data::SampleFn eval_sample_fn(std::vector<Pair> pairs, SegDataConfig d) {
+  return [pairs = std::move(pairs), d](int64_t index, data::Rng&) {
+    const auto& p = pairs[static_cast<size_t>(index)];
+    cv::Mat img = data::decode_rgb(p.image), lab = read_label(p.label, d.reduce_zero_label);
+    cv::resize(img, img, rescaled(img.size(), static_cast<double>(d.img_scale[0]), static_cast<double>(d.img_scale[1])),
+               0, 0, cv::INTER_LINEAR);
+    data::Sample s;
+    s.views = {img, three_channels(lab)};
+    return s;
+  };
+}
+
+namespace F = torch::nn::functional;
+
+torch::Tensor bilinear(const torch::Tensor& x, int64_t h, int64_t w) {
+  return F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kBilinear).align_corners(false));
+}
+
+// ---- the trainer ----
+
+class SegTrainer : public Trainer {
+ public:
+  explicit SegTrainer(const SegConfig& cfg) : cfg_(cfg), device_(cfg.train.device == "cuda" ? torch::kCUDA : torch::kCPU) {
+    const auto& d = cfg.data;
+    auto train_pairs = list_pairs(d.root, "training");
+    if (d.limit > 0 && static_cast<int64_t>(train_pairs.size()) > d.limit) train_pairs.resize(static_cast<size_t>(d.limit));
+    val_pairs_ = list_pairs(d.root, "validation");
+    if (d.val_limit > 0 && static_cast<int64_t>(val_pairs_.size()) > d.val_limit) val_pairs_.resize(static_cast<size_t>(d.val_limit));
+    DataConfig dc;
+    dc.workers = d.workers;
+    dc.decode_errors = "fail";
+    const auto n = static_cast<int64_t>(train_pairs.size());
+    train_ = make_batch_source(n, train_sample_fn(std::move(train_pairs), d),
+                               loader_options(dc, /*train=*/true, cfg.train.seed, d.batch_size, dist::rank(), dist::world()));
+    val_ = make_batch_source(static_cast<int64_t>(val_pairs_.size()), eval_sample_fn(val_pairs_, d),
+                             loader_options(dc, /*train=*/false, cfg.train.seed, 1));
+    SegModelConfig mc = cfg.model;
+    TensorMap weights;
+    if (!cfg.init.weights.empty()) {
+      if (!fs::is_regular_file(cfg.init.weights)) config_fail("init.weights", cfg.init.weights, "no such file");
+      weights = read_safetensors(cfg.init.weights).tensors;
+      if (weights.count("norm.weight")) mc.backbone.use_mean_pooling = false;  // a MIM backbone keeps its norm
+    }
+    torch::manual_seed(cfg.train.seed);
+    model_ = Segmenter(mc);
+    if (!weights.empty()) {
+      // The pretrained ViT is initialised on its own (official loading: shared table expanded per block, tables
+      // and pos_embed resized to this grid), then copied into the backbone, whose fpn1/fpn2 keep their init.
+      InitOptions io;
+      io.kind = cfg.init.kind;
+      io.allow_missing = cfg.init.allow_missing;
+      io.allow_unexpected = cfg.init.allow_unexpected;
+      ViTConfig b = mc.backbone;
+      b.num_classes = 0;
+      VisionTransformer vit(b);
+      log::info(init_classifier(vit, weights, io, cfg.init.weights).to_string());
+      load_state_dict(*model_->backbone, state_dict(*vit), {.skip_prefixes = {"fpn1.", "fpn2."}}, cfg.init.weights);
+    } else {
+      log::warn("finetune-seg from a RANDOM backbone (no init.weights): a baseline");
+    }
+    model_->to(device_);
+    model_->train();
+    // Layer decay over the backbone (VisionTransformer::layer_id_for); the pyramid and the heads at scale 1.
+    const int64_t depth = cfg.model.backbone.depth;
+    auto layer_id = [this, depth](const std::string& name) -> int64_t {
+      if (name.rfind("backbone.", 0) == 0 && name.rfind("backbone.fpn", 0) != 0) return model_->backbone->layer_id_for(name.substr(9));
+      return depth + 1;
+    };
+    std::set<std::string> no_decay;
+    for (const auto& k : model_->backbone->no_weight_decay()) no_decay.insert("backbone." + k);
+    groups_ = make_param_groups(*model_, cfg.optim.weight_decay, no_decay, layer_id, depth + 2, cfg.optim.layer_decay);
+    opt_ = make_adamw(groups_, cfg.optim.lr, cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps);
+  }
+
+  torch::nn::Module& model() override { return *model_; }
+  torch::optim::AdamW& optimizer() override { return *opt_; }
+  const std::vector<ParamGroup>& param_groups() const override { return groups_; }
+  BatchSource& batches() override { return *train_; }
+
+  LossOutput forward_loss(const data::Batch& batch) override {
+    auto x = data::normalize_images(batch.images.at(0).to(device_, true), data::kImagenetMean, data::kImagenetStd);
+    auto label = batch.images.at(1).select(1, 0).to(device_, true).to(torch::kLong);  // (B, H, W)
+    const auto out = model_->forward(x);
+    const auto decode = seg_cross_entropy(out.logits, label);
+    const auto aux = seg_cross_entropy(out.aux_logits, label, 255, cfg_.model.aux_loss_weight);
+    torch::Tensor acc;
+    {
+      torch::NoGradGuard ng;
+      const auto pred = bilinear(out.logits, label.size(1), label.size(2)).argmax(1);
+      const auto valid = label.ne(255);
+      acc = pred.eq(label).logical_and(valid).sum().to(torch::kDouble) / valid.sum().clamp_min(1).to(torch::kDouble);
+    }
+    return {decode + aux, {{"loss_decode", decode.detach()}, {"loss_aux", aux.detach()}, {"acc_seg", acc}}};
+  }
+
+  // Sliding-window logits of one resized image (1, 3, H, W) at its own size.
+  torch::Tensor slide(const torch::Tensor& img) {
+    const int64_t c = cfg_.data.crop_size, h = img.size(2), w = img.size(3);
+    auto sum = torch::zeros({1, cfg_.model.num_classes, h, w}, img.options());
+    auto count = torch::zeros({1, 1, h, w}, img.options());
+    for (const auto& [y1, y2] : slide_windows(h, c, cfg_.eval.stride)) {
+      for (const auto& [x1, x2] : slide_windows(w, c, cfg_.eval.stride)) {
+        auto crop = img.slice(2, y1, y2).slice(3, x1, x2);
+        // A window smaller than the crop (a small image) is padded to it: the backbone's tables are fixed.
+        auto padded = F::pad(crop, F::PadFuncOptions({0, c - crop.size(3), 0, c - crop.size(2)}));
+        auto logits = bilinear(model_->forward(padded).logits, c, c).slice(2, 0, y2 - y1).slice(3, 0, x2 - x1);
+        sum.slice(2, y1, y2).slice(3, x1, x2) += logits;
+        count.slice(2, y1, y2).slice(3, x1, x2) += 1;
+      }
+    }
+    return sum / count;
+  }
+
+  nlohmann::json evaluate(int64_t epoch) override {
+    model_->eval();
+    torch::NoGradGuard ng;
+    SegAreas areas;
+    val_->start_epoch(0, 0);
+    while (auto batch = val_->next()) {
+      auto x = data::normalize_images(batch->images.at(0).to(device_), data::kImagenetMean, data::kImagenetStd);
+      const auto label = batch->images.at(1).select(1, 0);  // (1, H0, W0) at the original size
+      for (int64_t i = 0; i < x.size(0); ++i) {
+        auto logits = bilinear(slide(x.slice(0, i, i + 1)), label.size(1), label.size(2));
+        areas.add(SegAreas::of(logits.argmax(1)[0].cpu(), label[i], cfg_.model.num_classes));
+      }
+    }
+    model_->train();
+    const auto m = SegMetrics::of(areas);
+    return {{"mIoU", 100 * m.miou}, {"mAcc", 100 * m.macc}, {"aAcc", 100 * m.aacc}};
+  }
+
+  std::vector<std::filesystem::path> outputs() const override {
+    return {std::filesystem::path(cfg_.train.out_dir) / "segmenter.safetensors"};
+  }
+
+  std::vector<std::filesystem::path> finish(int64_t step) override {
+    const auto out = outputs();
+    save_weights(*model_, out[0], {{"format", "beitv2-segmenter"}, {"config", cfg_.to_yaml()}, {"steps", std::to_string(step)}});
+    return out;
+  }
+
+  std::vector<std::pair<std::string, std::string>> describe() const override {
+    return {{"model", c10::str("ViT width ", cfg_.model.backbone.embed_dim, " depth ", cfg_.model.backbone.depth,
+                               " -> UperNet (", cfg_.model.channels, " ch, ", cfg_.model.num_classes, " classes)")},
+            {"init", cfg_.init.weights.empty() ? std::string("random") : cfg_.init.weights},
+            {"train", c10::str(train_->size(), " images from ", cfg_.data.root, "/images/training")},
+            {"val", c10::str(val_pairs_.size(), " images, sliding windows ", cfg_.data.crop_size, " / ", cfg_.eval.stride)}};
+  }
+
+ private:
+  const SegConfig cfg_;
+  torch::Device device_;
+  std::vector<Pair> val_pairs_;
+  std::unique_ptr<BatchSource> train_, val_;
+  Segmenter model_{nullptr};
+  std::vector<ParamGroup> groups_;
+  std::unique_ptr<torch::optim::AdamW> opt_;
+};
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_seg_trainer(const SegConfig& config) {
+  config.validate();
+  return std::make_unique<SegTrainer>(config);
+}
+
+RunSpec seg_run_spec(const SegConfig& config) {
+  return {.name = "finetune-seg", .config_yaml = config.to_yaml(), .optim = &config.optim, .train = &config.train,
+          .batch_per_process = config.data.batch_size,
+          .resume_breaking_keys = {"model.", "init.", "data.root", "data.batch_size", "data.limit", "train.seed"}};
+}
+
+SegSummary finetune_seg(const SegConfig& config, const LoopOptions& options) {
+  config.validate();
+  SegSummary s;
+  s.loop = run_training(seg_run_spec(config), [&] { return make_seg_trainer(config); }, options);
+  s.miou = s.loop.last_eval.value("mIoU", -1.0);
+  if (s.loop.finished && !s.loop.outputs.empty()) s.segmenter = s.loop.outputs.at(0);
+  return s;
+}
+
+}  // namespace beitv2
