@@ -28,18 +28,6 @@ torch::Device device() { return device_name() == "cuda" ? torch::kCUDA : torch::
 #define SKIP_WITHOUT_CUDA() \
   if (device_name().empty()) GTEST_SKIP() << "no CUDA device (this LibTorch: " << TORCH_VERSION << ")"
 
-class FixedBatch : public BatchSource {
- public:
-  explicit FixedBatch(data::Batch b) : batch_(std::move(b)) {}
-  int64_t size() const override { return batch_.size(); }
-  int64_t batches_per_epoch() const override { return 1; }
-  void start_epoch(int64_t, int64_t) override {}
-  std::optional<data::Batch> next() override { return batch_; }
-
- private:
-  data::Batch batch_;
-};
-
 // Cosine similarity of two tensors as flat vectors.
 double cosine(const torch::Tensor& a, const torch::Tensor& b) {
   auto x = a.detach().cpu().to(torch::kDouble).flatten(), y = b.detach().cpu().to(torch::kDouble).flatten();

@@ -1,5 +1,5 @@
 #pragma once
-// What the train-step benchmarks share (vqkd_step.cpp, mim_step.cpp): a fixed batch, timing, the machine's
+// What the train-step benchmarks share (vqkd_step.cpp, mim_step.cpp): timing, the machine's
 // fp32 GEMM rate measured in the same run, peak memory, and FLOPs counted from the shapes.
 //
 // FLOPs: 2 per multiply-add of the matmuls (linear layers, attention's QK^T and AV, the patch embedding);
@@ -19,19 +19,6 @@
 #include "beitv2/train/batches.h"
 
 namespace beitv2::bench {
-
-/// The same batch, forever.
-class FixedBatch : public BatchSource {
- public:
-  explicit FixedBatch(data::Batch b) : batch_(std::move(b)) {}
-  int64_t size() const override { return batch_.size(); }
-  int64_t batches_per_epoch() const override { return 1; }
-  void start_epoch(int64_t, int64_t) override {}
-  std::optional<data::Batch> next() override { return batch_; }
-
- private:
-  data::Batch batch_;
-};
 
 /// What a train-step benchmark runs on.
 struct StepOptions {

@@ -28,6 +28,19 @@ class BatchSource {
   virtual std::optional<data::Batch> next() = 0;
 };
 
+/// The same batch, forever (one per epoch): benchmarks and tests that time or compare single steps.
+class FixedBatch : public BatchSource {
+ public:
+  explicit FixedBatch(data::Batch batch) : batch_(std::move(batch)) {}
+  int64_t size() const override { return batch_.size(); }
+  int64_t batches_per_epoch() const override { return 1; }
+  void start_epoch(int64_t, int64_t) override {}
+  std::optional<data::Batch> next() override { return batch_; }
+
+ private:
+  data::Batch batch_;
+};
+
 /// Loader options from data: (workers, decode policy); `train` shuffles and drops the last short batch, the
 /// evaluation order keeps every image; rank/world shard the epoch (data/loader.h).
 data::LoaderOptions loader_options(const DataConfig& data, bool train, int64_t seed, int64_t batch_size,
