@@ -36,6 +36,21 @@ def read_idx(path, expect_magic):
     return dims, data[4 + 4 * ndim:]
 
 
+def read_split(source, split):
+    """One split of the Debian files: ((n, height, width), pixel bytes, label bytes); exits naming a missing or
+    inconsistent file."""
+    img_file, lbl_file = SPLITS[split]
+    img_path, lbl_path = os.path.join(source, img_file), os.path.join(source, lbl_file)
+    for p in (img_path, lbl_path):
+        if not os.path.isfile(p):
+            sys.exit(f"{p}: not found (install the Debian package dataset-fashion-mnist)")
+    (n, h, w), pixels = read_idx(img_path, 0x00000803)
+    (n_labels,), labels = read_idx(lbl_path, 0x00000801)
+    if n != n_labels:
+        sys.exit(f"{img_path}: {n} images but {lbl_path} has {n_labels} labels")
+    return (n, h, w), pixels, labels
+
+
 def png_grey(width, height, pixels):
     """A minimal 8-bit greyscale PNG (filter type 0 on every row)."""
     def chunk(kind, body):
@@ -51,15 +66,8 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="images per class and split (0 = all)")
     ap.add_argument("--source", default="/usr/share/datasets/fashion-mnist")
     a = ap.parse_args()
-    for split, (img_file, lbl_file) in SPLITS.items():
-        img_path, lbl_path = os.path.join(a.source, img_file), os.path.join(a.source, lbl_file)
-        for p in (img_path, lbl_path):
-            if not os.path.isfile(p):
-                sys.exit(f"{p}: not found (install the Debian package dataset-fashion-mnist)")
-        (n, h, w), pixels = read_idx(img_path, 0x00000803)
-        (n_labels,), labels = read_idx(lbl_path, 0x00000801)
-        if n != n_labels:
-            sys.exit(f"{img_path}: {n} images but {lbl_path} has {n_labels} labels")
+    for split in SPLITS:
+        (n, h, w), pixels, labels = read_split(a.source, split)
         written = skipped = 0
         per_class = [0] * len(CLASSES)
         for i in range(n):

@@ -46,7 +46,7 @@ import zlib
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from prepare_fashion_mnist import CLASSES, SPLITS, read_idx  # noqa: E402
+from prepare_fashion_mnist import CLASSES, read_split  # noqa: E402
 
 SCENE_SPLITS = {"training": ("train", 1), "validation": ("val", 2)}   # ADE20K folder → (FMNIST split, rng id)
 CLASS_NAMES = ["background"] + CLASSES
@@ -151,15 +151,7 @@ def make_scene(rng, items, labels, a):
 
 
 def load_split(source, split):
-    img_file, lbl_file = SPLITS[split]
-    img_path, lbl_path = os.path.join(source, img_file), os.path.join(source, lbl_file)
-    for p in (img_path, lbl_path):
-        if not os.path.isfile(p):
-            sys.exit(f"{p}: not found (install the Debian package dataset-fashion-mnist)")
-    (n, h, w), pixels = read_idx(img_path, 0x00000803)
-    (n_labels,), labels = read_idx(lbl_path, 0x00000801)
-    if n != n_labels:
-        sys.exit(f"{img_path}: {n} images but {lbl_path} has {n_labels} labels")
+    (n, h, w), pixels, labels = read_split(source, split)
     items = np.frombuffer(pixels, dtype=np.uint8).reshape(n, h, w)
     return items, np.frombuffer(labels, dtype=np.uint8)
 

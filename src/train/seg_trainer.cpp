@@ -62,16 +62,16 @@ void SegDataConfig::validate() const {
 }
 
 FinetuneOptimConfig SegConfig::default_optim() {
-  // upernet_beit_base_12_512_slide_160k_ade20k.py: AdamW lr 3e-5? no: lr 1e-4 (pt1k configs use 3e-5 with
-  // layer decay 0.9 for 21k-fine-tuned weights); betas (0.9, 0.999), wd 0.05, layer decay 0.65, poly power 1
-  // to 0, linear warmup 1500 iterations from 1e-6.
+  // The official base recipe on pt1k weights (docs/reference.md §8; upernet_beit_base_12_512_slide_160k_ade20k_pt1k):
+  // AdamW lr 5e-5, betas (0.9, 0.999), wd 0.05, layer decay 0.75, poly power 1 to 0, linear warmup over 1500
+  // iterations from ratio 1e-6 (warmup_lr = 1e-6 x lr).
   FinetuneOptimConfig o;
-  o.lr = 1e-4;
+  o.lr = 5e-5;
   o.scale_lr = false;
   o.min_lr = 0.0;
-  o.warmup_lr = 1e-6;
+  o.warmup_lr = 5e-11;
   o.weight_decay = 0.05;
-  o.layer_decay = 0.65;
+  o.layer_decay = 0.75;
   o.warmup_steps = 1500;
   o.schedule = "poly";
   return o;

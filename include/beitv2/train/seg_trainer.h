@@ -102,7 +102,7 @@ struct SegConfig {
   FinetuneOptimConfig optim = default_optim();
   TrainConfig train;
 
-  static FinetuneOptimConfig default_optim();  ///< the official base recipe: lr 3e-5? see .cpp; poly, warmup 1500
+  static FinetuneOptimConfig default_optim();  ///< the official base recipe (pt1k): lr 5e-5, layer decay 0.75, poly
   template <class V>
   void visit(V& v) {
     v("model", model);
