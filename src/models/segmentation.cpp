@@ -11,11 +11,9 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-torch::Tensor bilinear(const torch::Tensor& x, torch::IntArrayRef size) {
-  return F::interpolate(x, F::InterpolateFuncOptions()
-                               .size(std::vector<int64_t>{size[0], size[1]})
-                               .mode(torch::kBilinear)
-                               .align_corners(false));
+// resize_bilinear to the spatial size of `like`.
+torch::Tensor resize_like(const torch::Tensor& x, const torch::Tensor& like) {
+  return resize_bilinear(x, like.size(2), like.size(3));
 }
 
 torch::nn::ConvTranspose2d deconv(int64_t d) {
@@ -79,15 +77,15 @@ torch::Tensor UPerHeadImpl::forward(const std::vector<torch::Tensor>& levels) {
   // PSP on the last level: cat(x, each pooled branch resized back) -> bottleneck.
   const auto& x = levels[3];
   std::vector<torch::Tensor> psp{x};
-  for (const auto& m : *psp_modules) psp.push_back(bilinear(m->as<torch::nn::Sequential>()->forward(x), x.sizes().slice(2)));
+  for (const auto& m : *psp_modules) psp.push_back(resize_like(m->as<torch::nn::Sequential>()->forward(x), x));
   std::vector<torch::Tensor> lat;
   for (size_t i = 0; i < 3; ++i) lat.push_back(lateral_convs[i]->as<ConvModule>()->forward(levels[i]));
   lat.push_back(bottleneck->forward(torch::cat(psp, 1)));
-  for (size_t i = 3; i > 0; --i) lat[i - 1] = lat[i - 1] + bilinear(lat[i], lat[i - 1].sizes().slice(2));
+  for (size_t i = 3; i > 0; --i) lat[i - 1] = lat[i - 1] + resize_like(lat[i], lat[i - 1]);
   std::vector<torch::Tensor> outs;
   for (size_t i = 0; i < 3; ++i) outs.push_back(fpn_convs[i]->as<ConvModule>()->forward(lat[i]));
   outs.push_back(lat[3]);
-  for (size_t i = 1; i < 4; ++i) outs[i] = bilinear(outs[i], outs[0].sizes().slice(2));
+  for (size_t i = 1; i < 4; ++i) outs[i] = resize_like(outs[i], outs[0]);
   return cls_seg(fpn_bottleneck->forward(torch::cat(outs, 1)));
 }
 
@@ -116,13 +114,18 @@ SegmentationHeadsImpl::Output SegmentationHeadsImpl::forward(const std::vector<t
 
 }  // namespace nn
 
+torch::Tensor resize_bilinear(const torch::Tensor& x, int64_t height, int64_t width) {
+  namespace F = torch::nn::functional;
+  return F::interpolate(x, F::InterpolateFuncOptions()
+                               .size(std::vector<int64_t>{height, width})
+                               .mode(torch::kBilinear)
+                               .align_corners(false));
+}
+
 torch::Tensor seg_cross_entropy(const torch::Tensor& logits, const torch::Tensor& label, int64_t ignore_index,
                                 double weight) {
   namespace F = torch::nn::functional;
-  auto x = F::interpolate(logits, F::InterpolateFuncOptions()
-                                      .size(std::vector<int64_t>{label.size(-2), label.size(-1)})
-                                      .mode(torch::kBilinear)
-                                      .align_corners(false));
+  auto x = resize_bilinear(logits, label.size(-2), label.size(-1));
   auto loss = F::cross_entropy(x, label, F::CrossEntropyFuncOptions().ignore_index(ignore_index).reduction(torch::kNone));
   return weight * loss.mean();
 }

@@ -100,16 +100,9 @@ data::SampleFn augmented_view(const std::shared_ptr<const data::ImageDataset>& d
 std::vector<torch::Tensor> extract(VisionTransformer& model, const std::shared_ptr<const data::ImageDataset>& ds,
                                    data::SampleFn view, int64_t epoch, const LinearProbeConfig& c,
                                    torch::Device device, torch::Tensor& labels) {
-  data::LoaderOptions o;
-  o.batch_size = c.data.batch_size;
-  o.num_workers = static_cast<int>(std::max<int64_t>(1, c.data.workers));
-  o.shuffle = false;
-  o.drop_last = false;
-  o.seed = static_cast<uint64_t>(c.run.seed);
-  o.decode_policy = data::parse_decode_policy(c.data.decode_errors);
-  o.rank = dist::rank();  // several processes: each extracts its shard (padded by wrapping to equal sizes)
-  o.world_size = dist::world();
-  data::Loader loader(ds->size(), std::move(view), o);
+  // In order, every image; several processes each extract their shard (padded by wrapping to equal sizes).
+  data::Loader loader(ds->size(), std::move(view),
+                      loader_options(c.data, /*train=*/false, c.run.seed, c.data.batch_size, dist::rank(), dist::world()));
   const auto poolings = split_poolings(c.probe.poolings);
   // Blocks whose outputs are needed: i >= 0 itself, -n (n >= 2) the last n (DINOv2's n_last_blocks).
   std::vector<int64_t> inner;

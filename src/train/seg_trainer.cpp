@@ -244,9 +244,6 @@ data::SampleFn eval_sample_fn(std::vector<Pair> pairs, SegDataConfig d) {
 
 namespace F = torch::nn::functional;
 
-torch::Tensor bilinear(const torch::Tensor& x, int64_t h, int64_t w) {
-  return F::interpolate(x, F::InterpolateFuncOptions().size(std::vector<int64_t>{h, w}).mode(torch::kBilinear).align_corners(false));
-}
 
 // ---- the trainer ----
 
@@ -318,7 +315,7 @@ class SegTrainer : public Trainer {
     torch::Tensor acc;
     {
       torch::NoGradGuard ng;
-      const auto pred = bilinear(out.logits, label.size(1), label.size(2)).argmax(1);
+      const auto pred = resize_bilinear(out.logits, label.size(1), label.size(2)).argmax(1);
       const auto valid = label.ne(255);
       acc = pred.eq(label).logical_and(valid).sum().to(torch::kDouble) / valid.sum().clamp_min(1).to(torch::kDouble);
     }
@@ -335,7 +332,7 @@ class SegTrainer : public Trainer {
         auto crop = img.slice(2, y1, y2).slice(3, x1, x2);
         // A window smaller than the crop (a small image) is padded to it: the backbone's tables are fixed.
         auto padded = F::pad(crop, F::PadFuncOptions({0, c - crop.size(3), 0, c - crop.size(2)}));
-        auto logits = bilinear(model_->forward(padded).logits, c, c).slice(2, 0, y2 - y1).slice(3, 0, x2 - x1);
+        auto logits = resize_bilinear(model_->forward(padded).logits, c, c).slice(2, 0, y2 - y1).slice(3, 0, x2 - x1);
         sum.slice(2, y1, y2).slice(3, x1, x2) += logits;
         count.slice(2, y1, y2).slice(3, x1, x2) += 1;
       }
@@ -352,7 +349,7 @@ class SegTrainer : public Trainer {
       auto x = data::normalize_images(batch->images.at(0).to(device_), data::kImagenetMean, data::kImagenetStd);
       const auto label = batch->images.at(1).select(1, 0);  // (1, H0, W0) at the original size
       for (int64_t i = 0; i < x.size(0); ++i) {
-        auto logits = bilinear(slide(x.slice(0, i, i + 1)), label.size(1), label.size(2));
+        auto logits = resize_bilinear(slide(x.slice(0, i, i + 1)), label.size(1), label.size(2));
         areas.add(SegAreas::of(logits.argmax(1)[0].cpu(), label[i], cfg_.model.num_classes));
       }
     }

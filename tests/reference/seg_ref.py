@@ -3,7 +3,7 @@ its sliding-window inference, mmseg's mIoU/mAcc/aAcc and the official relative-p
 golden fixtures (tests/reference/gen_seg_golden.py) and docs/segmentation.md. Reference env only (torch, numpy);
 mmcv / mmseg are not needed (they no longer install).
 
-Official code this mirrors (SPEC.md §8; the official recipe pins mmcv-full 1.3.0 and mmsegmentation 0.11.0,
+Official code this mirrors (docs/reference.md §8; the official recipe pins mmcv-full 1.3.0 and mmsegmentation 0.11.0,
 beit2/semantic_segmentation/README.md):
   - microsoft/unilm beit2/semantic_segmentation/backbone/beit.py        `BEiT.fpn1..fpn4`, `forward_features`
   - microsoft/unilm beit2/semantic_segmentation/mmcv_custom/checkpoint.py `load_checkpoint` (rel-pos tables)

@@ -115,6 +115,9 @@ TORCH_MODULE(SegmentationHeads);
 
 }  // namespace nn
 
+/// mmseg's `resize`: bilinear, align_corners false, of a (B, C, H, W) map to (height, width).
+torch::Tensor resize_bilinear(const torch::Tensor& x, int64_t height, int64_t width);
+
 /// mmseg 0.11's segmentation loss: logits resized (bilinear, align_corners false) to the label's size, per-pixel
 /// cross entropy with `ignore_index`, then the mean over ALL pixels (ignored ones add 0 but count), times
 /// `weight`. `label` (B, H, W) int64.
