@@ -29,6 +29,26 @@ inline std::filesystem::path fashion_mnist(int per_class) {
   return dir;
 }
 
+/// The build env's python (torch + safetensors), or "" when there is none.
+inline std::string build_python() {
+  if (const char* p = std::getenv("BEITV2_BUILD_PYTHON"); p && std::filesystem::exists(p)) return p;
+  const char* home = std::getenv("HOME");
+  const auto p = std::filesystem::path(home ? home : "") / ".cache/beitv2/build-env/bin/python";
+  return std::filesystem::exists(p) ? p.string() : "";
+}
+
+/// Fashion-MNIST scenes (tools/prepare_fmnist_scenes.py; the ADE20K layout), 32x32, 96 training and 16
+/// validation scenes, prepared once per machine in the temp directory.
+inline std::filesystem::path fmnist_scenes_32() {
+  const auto dir = std::filesystem::temp_directory_path() / "beitv2_fmnist_scenes_32";
+  if (!std::filesystem::exists(dir / "scenes.json")) {
+    const std::string cmd = "python3 " + (source_dir() / "tools/prepare_fmnist_scenes.py").string() + " " +
+                            dir.string() + " --size 32 --train 96 --val 16 > /dev/null";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+  return dir;
+}
+
 /// A fresh, empty folder under the system temporary folder, removed with its contents by the destructor, so a
 /// failing ASSERT (which returns from the test) still cleans up. Names are unique per process and object.
 ///

@@ -2,16 +2,17 @@
 """Builds a small semantic-segmentation dataset from Debian's Fashion-MNIST, written in the ADE20K layout.
 
   python3 tools/prepare_fmnist_scenes.py OUT_DIR [--size 64] [--train 2000] [--val 500] [--seed 0]
-      [--items 2 4] [--scale 0.35 0.65] [--ignore-edges] [--overwrite]
+      [--style textured|plain] [--items 2 4] [--scale 0.35 0.65] [--ignore-edges] [--overwrite]
       [--source /usr/share/datasets/fashion-mnist]
 
-Each scene is a --size x --size RGB image: a textured background (smooth colour noise + a sinusoidal stripe
+Each scene is a --size x --size RGB image. --style textured (the default): a textured background (smooth colour noise + a sinusoidal stripe
 pattern at a random angle, frequency and phase + a little pixel noise) with 2..4 (--items) Fashion-MNIST items
 pasted on it. An item is a 28x28 grey image scaled bilinearly to a random side of --scale x size pixels, tinted
 with a random colour (rgb = colour x (0.35 + 0.65 x grey)) and placed at a random position inside the canvas;
 its silhouette is the hole-filled set of pixels with grey > 0.08. Items are painted in order, so a later item
-covers an earlier one, in the image and in the mask alike. Training scenes use items of Fashion-MNIST's
-training split, validation scenes items of its test split.
+covers an earlier one, in the image and in the mask alike. --style plain keeps Fashion-MNIST's own look, the
+domain the main job pretrains on: grey items (rgb = grey, no tint) on a black background. Training scenes use
+items of Fashion-MNIST's training split, validation scenes items of its test split.
 
 Files (the ADE20K layout that mmseg's ADE20KDataset and beitv2's ADE20K reader expect):
   OUT_DIR/images/training/fmnist_scene_<NNNNNN>.png        8-bit RGB
@@ -128,7 +129,7 @@ def outline(mask_values):
 def make_scene(rng, items, labels, a):
     """One (image uint8 (S, S, 3), mask uint8 (S, S)) pair."""
     s = a.size
-    img = background(rng, s)
+    img = background(rng, s) if a.style == "textured" else np.zeros((s, s, 3))
     mask = np.full((s, s), BACKGROUND_VALUE, dtype=np.uint8)
     n_items = int(rng.integers(a.items[0], a.items[1] + 1))
     for idx in rng.integers(0, len(items), size=n_items):
@@ -139,8 +140,11 @@ def make_scene(rng, items, labels, a):
         if rng.random() < 0.5:
             grey = grey[:, ::-1]
         sil = fill_holes(grey > SILHOUETTE_THRESHOLD)
-        colour = rng.uniform(0.1, 1.0, size=3)
-        rgb = colour * (0.35 + 0.65 * grey[..., None])
+        if a.style == "textured":
+            colour = rng.uniform(0.1, 1.0, size=3)
+            rgb = colour * (0.35 + 0.65 * grey[..., None])
+        else:
+            rgb = np.repeat(grey[..., None], 3, axis=2)
         y0, x0 = int(rng.integers(0, s - side + 1)), int(rng.integers(0, s - side + 1))
         region = img[y0:y0 + side, x0:x0 + side]
         region[sil] = rgb[sil]
@@ -163,6 +167,8 @@ def main():
     ap.add_argument("--train", type=int, default=2000, help="training scenes")
     ap.add_argument("--val", type=int, default=500, help="validation scenes")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--style", choices=["textured", "plain"], default="textured",
+                    help="textured: tinted items on coloured textures; plain: grey items on black (FMNIST's look)")
     ap.add_argument("--items", type=int, nargs=2, default=[2, 4], metavar=("MIN", "MAX"),
                     help="items per scene (inclusive range)")
     ap.add_argument("--scale", type=float, nargs=2, default=[0.35, 0.65], metavar=("MIN", "MAX"),
@@ -175,7 +181,7 @@ def main():
     if a.size < 8 or not (1 <= a.items[0] <= a.items[1]) or not (0 < a.scale[0] <= a.scale[1] <= 1):
         sys.exit("bad --size / --items / --scale")
 
-    options = {"size": a.size, "seed": a.seed, "items": a.items, "scale": a.scale, "ignore_edges": a.ignore_edges}
+    options = {"size": a.size, "style": a.style, "seed": a.seed, "items": a.items, "scale": a.scale, "ignore_edges": a.ignore_edges}
     info = {"generator": "tools/prepare_fmnist_scenes.py", "options": options,
             "counts": {"training": a.train, "validation": a.val},
             "classes_after_reduce_zero_label": CLASS_NAMES, "num_classes": len(CLASS_NAMES),
@@ -185,7 +191,9 @@ def main():
     if os.path.isfile(meta_path):
         with open(meta_path) as f:
             old = json.load(f)
-        if old.get("options") != options:
+        old_options = dict(old.get("options", {}))
+        old_options.setdefault("style", "textured")   # scenes.json written before --style existed
+        if old_options != options:
             if not a.overwrite:
                 sys.exit(f"{a.out_dir} holds scenes made with {old.get('options')}; use another folder or "
                          f"--overwrite")

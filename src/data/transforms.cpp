@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/StringUtil.h>
 #include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -87,6 +88,58 @@ void ColorJitter::apply_(cv::Mat& rgb, Rng& rng) const {
     if (op == 1 && contrast > 0) pil::enhance_contrast_(rgb, fc);
     if (op == 2 && saturation > 0) pil::enhance_color_(rgb, fs);
   }
+}
+
+PhotoMetricDistortion::Draw PhotoMetricDistortion::sample(Rng& rng) const {
+  // mmseg draws in this order: brightness, mode, contrast (where mode puts it), saturation, hue.
+  Draw d;
+  if (rng.bernoulli(0.5)) d.brightness = rng.uniform(-brightness_delta, brightness_delta);
+  d.contrast_first = rng.bernoulli(0.5);
+  auto contrast = [&] {
+    if (rng.bernoulli(0.5)) d.contrast = rng.uniform(contrast_range[0], contrast_range[1]);
+  };
+  if (d.contrast_first) contrast();
+  if (rng.bernoulli(0.5)) d.saturation = rng.uniform(saturation_range[0], saturation_range[1]);
+  if (rng.bernoulli(0.5)) d.hue = static_cast<int>(rng.randint(-hue_delta, hue_delta - 1));  // numpy: high excluded
+  if (!d.contrast_first) contrast();
+  return d;
+}
+
+namespace {
+// x -> uint8(clip(float32(x) * alpha + beta, 0, 255)), truncating, as mmseg's convert; a 256-entry table.
+cv::Mat affine_lut(float alpha, float beta) {
+  cv::Mat lut(1, 256, CV_8U);
+  for (int v = 0; v < 256; ++v) {
+    lut.at<uint8_t>(v) = static_cast<uint8_t>(std::clamp(static_cast<float>(v) * alpha + beta, 0.0F, 255.0F));
+  }
+  return lut;
+}
+// Applies `lut` to channel `c` of an HSV image (RGB in, RGB out).
+void hsv_channel_(cv::Mat& rgb, int c, const cv::Mat& lut) {
+  cv::Mat hsv;
+  cv::cvtColor(rgb, hsv, cv::COLOR_RGB2HSV);
+  std::vector<cv::Mat> ch;
+  cv::split(hsv, ch);
+  cv::LUT(ch[static_cast<size_t>(c)], lut, ch[static_cast<size_t>(c)]);
+  cv::merge(ch, hsv);
+  cv::cvtColor(hsv, rgb, cv::COLOR_HSV2RGB);
+}
+}  // namespace
+
+void PhotoMetricDistortion::apply_(cv::Mat& rgb, const Draw& d) {
+  TORCH_CHECK(rgb.type() == CV_8UC3, "PhotoMetricDistortion: expected uint8 RGB");
+  if (d.brightness) cv::LUT(rgb, affine_lut(1.0F, static_cast<float>(*d.brightness)), rgb);
+  auto contrast = [&] {
+    if (d.contrast) cv::LUT(rgb, affine_lut(static_cast<float>(*d.contrast), 0.0F), rgb);
+  };
+  if (d.contrast_first) contrast();
+  if (d.saturation) hsv_channel_(rgb, 1, affine_lut(static_cast<float>(*d.saturation), 0.0F));
+  if (d.hue) {
+    cv::Mat lut(1, 256, CV_8U);
+    for (int v = 0; v < 256; ++v) lut.at<uint8_t>(v) = static_cast<uint8_t>((((v + *d.hue) % 180) + 180) % 180);
+    hsv_channel_(rgb, 0, lut);
+  }
+  if (!d.contrast_first) contrast();
 }
 
 namespace {

@@ -22,9 +22,76 @@ torch::nn::ConvTranspose2d deconv(int64_t d) {
 
 }  // namespace
 
+namespace {
+
+SumAcrossProcesses& batch_norm_sum() {
+  static SumAcrossProcesses sum;
+  return sum;
+}
+
+// torch.nn.SyncBatchNorm's training forward and backward (torch/nn/modules/_functions.py), in float32.
+class SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunction> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
+                               const torch::Tensor& weight, const torch::Tensor& bias, torch::Tensor running_mean,
+                               torch::Tensor running_var, double momentum, double eps) {
+    const auto& sum = batch_norm_sum();
+    const auto x = input.to(torch::kFloat);
+    const int64_t c = x.size(1);
+    const std::vector<int64_t> dims = {0, 2, 3};
+    auto stats = torch::cat({x.sum(dims), (x * x).sum(dims),
+                             torch::full({1}, static_cast<double>(x.numel() / c), x.options())});
+    sum(stats);
+    const auto n = stats[2 * c];
+    const auto mean = stats.slice(0, 0, c) / n;
+    const auto var = (stats.slice(0, c, 2 * c) / n - mean * mean).clamp_min(0);
+    const auto invstd = (var + eps).rsqrt();
+    {
+      torch::NoGradGuard ng;
+      running_mean.mul_(1 - momentum).add_(momentum * mean);
+      running_var.mul_(1 - momentum).add_(momentum * var * n / (n - 1));
+    }
+    const auto shape = std::vector<int64_t>{1, c, 1, 1};
+    const auto w = weight.to(torch::kFloat), b = bias.to(torch::kFloat);
+    ctx->save_for_backward({x, w, mean, invstd, n});
+    return ((x - mean.view(shape)) * (invstd * w).view(shape) + b.view(shape)).to(input.scalar_type());
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &w = saved[1], &mean = saved[2], &invstd = saved[3], &n = saved[4];
+    const int64_t c = x.size(1);
+    const std::vector<int64_t> dims = {0, 2, 3}, shape = {1, c, 1, 1};
+    const auto dy = grads[0].to(torch::kFloat);
+    const auto xhat = (x - mean.view(shape)) * invstd.view(shape);
+    const auto sum_dy = dy.sum(dims), sum_dy_xhat = (dy * xhat).sum(dims);
+    auto both = torch::cat({sum_dy, sum_dy_xhat});
+    batch_norm_sum()(both);
+    const auto mean_dy = both.slice(0, 0, c) / n, mean_dy_xhat = both.slice(0, c, 2 * c) / n;
+    const auto dx = (dy - mean_dy.view(shape) - xhat * mean_dy_xhat.view(shape)) * (invstd * w).view(shape);
+    return {dx.to(grads[0].scalar_type()), sum_dy_xhat, sum_dy, {}, {}, {}, {}};
+  }
+};
+
+}  // namespace
+
+void set_batch_norm_sync(SumAcrossProcesses sum) { batch_norm_sum() = std::move(sum); }
+
+torch::Tensor SyncBatchNormImpl::forward(const torch::Tensor& x) {
+  if (!is_training() || !batch_norm_sum()) return torch::nn::BatchNorm2dImpl::forward(x);
+  TORCH_CHECK(x.dim() == 4, "SyncBatchNorm: expected (B, C, H, W), got ", x.sizes());
+  {
+    torch::NoGradGuard ng;
+    num_batches_tracked.add_(1);
+  }
+  return SyncBatchNormFunction::apply(x, weight, bias, running_mean, running_var, options.momentum().value(),
+                                      options.eps());
+}
+
 ConvModuleImpl::ConvModuleImpl(int64_t in, int64_t out, int64_t kernel, int64_t padding) {
   conv = register_module("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).padding(padding).bias(false)));
-  bn = register_module("bn", torch::nn::BatchNorm2d(out));
+  bn = register_module("bn", SyncBatchNorm(out));
   torch::NoGradGuard ng;
   torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
 }
@@ -32,7 +99,7 @@ ConvModuleImpl::ConvModuleImpl(int64_t in, int64_t out, int64_t kernel, int64_t 
 torch::Tensor ConvModuleImpl::forward(const torch::Tensor& x) { return torch::relu(bn->forward(conv->forward(x))); }
 
 FeaturePyramidImpl::FeaturePyramidImpl(int64_t d) {
-  fpn1 = register_module("fpn1", torch::nn::Sequential(deconv(d), torch::nn::BatchNorm2d(d), torch::nn::GELU(), deconv(d)));
+  fpn1 = register_module("fpn1", torch::nn::Sequential(deconv(d), SyncBatchNorm(d), torch::nn::GELU(), deconv(d)));
   fpn2 = register_module("fpn2", torch::nn::Sequential(deconv(d)));
 }
 

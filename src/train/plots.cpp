@@ -109,6 +109,55 @@ cv::Mat image_cell(const torch::Tensor& hwc, int64_t i, int cell) {
 
 }  // namespace
 
+void plot_segmentation(const std::vector<torch::Tensor>& images, const std::vector<torch::Tensor>& labels,
+                       const std::vector<torch::Tensor>& preds, const std::filesystem::path& png) {
+  TORCH_CHECK(!images.empty() && labels.size() == images.size() && preds.size() == images.size(),
+              "plot_segmentation: ", images.size(), " images, ", labels.size(), " labels, ", preds.size(), " predictions");
+  const int row = 192;
+  std::vector<int> widths;
+  for (size_t i = 0; i < images.size(); ++i) {
+    TORCH_CHECK(images[i].dim() == 3 && images[i].size(0) == 3 && images[i].scalar_type() == torch::kUInt8 &&
+                    labels[i].sizes() == images[i].sizes().slice(1) && preds[i].sizes() == labels[i].sizes(),
+                "plot_segmentation: image ", i, " ", images[i].sizes(), ", label ", labels[i].sizes(), ", prediction ",
+                preds[i].sizes());
+    widths.push_back(std::max(1, static_cast<int>(std::lround(row * static_cast<double>(images[i].size(2)) / images[i].size(1)))));
+  }
+  cv::Mat canvas(static_cast<int>(images.size()) * row, 3 * *std::max_element(widths.begin(), widths.end()), CV_8UC3,
+                 cv::Scalar(255, 255, 255));
+  for (size_t i = 0; i < images.size(); ++i) {
+    const auto hwc = images[i].to(torch::kCPU).permute({1, 2, 0}).contiguous();
+    cv::Mat rgb(static_cast<int>(hwc.size(0)), static_cast<int>(hwc.size(1)), CV_8UC3, hwc.data_ptr<uint8_t>()), bgr;
+    cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
+    const int y = static_cast<int>(i) * row, w = widths[i];
+    auto place = [&](const cv::Mat& picture, int column) {
+      cv::Mat big;
+      cv::resize(picture, big, {w, row}, 0, 0, cv::INTER_NEAREST);
+      big.copyTo(canvas(cv::Rect(column * w, y, w, row)));
+    };
+    place(bgr, 0);
+    int column = 1;
+    for (const auto& map : {labels[i], preds[i]}) {
+      const auto ids = map.to(torch::kCPU, torch::kLong).contiguous();
+      const auto* id = ids.data_ptr<int64_t>();
+      cv::Mat over = bgr.clone();
+      for (int r = 0; r < over.rows; ++r) {
+        for (int c = 0; c < over.cols; ++c) {
+          const int64_t k = id[r * over.cols + c];
+          auto& px = over.at<cv::Vec3b>(r, c);
+          if (k == 255) {
+            px = px * 0.3;
+          } else {
+            const auto colour = code_colour(k);
+            for (int j = 0; j < 3; ++j) px[j] = static_cast<uint8_t>((px[j] + colour[j] + 1) / 2);
+          }
+        }
+      }
+      place(over, column++);
+    }
+  }
+  write_png(png, canvas);
+}
+
 void plot_mim_predictions(const torch::Tensor& images, const torch::Tensor& mask, const torch::Tensor& correct_1,
                           const torch::Tensor& correct_2, int64_t grid, const std::filesystem::path& png) {
   TORCH_CHECK(images.dim() == 4 && images.scalar_type() == torch::kUInt8 && mask.size(0) == images.size(0) &&

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 
 #include "beitv2/core/config_yaml.h"
 #include "beitv2/core/log.h"
@@ -20,6 +21,7 @@
 #include "beitv2/train/dist.h"
 #include "beitv2/train/finetune_init.h"
 #include "beitv2/train/optim.h"
+#include "beitv2/train/plots.h"
 
 namespace beitv2 {
 
@@ -49,7 +51,17 @@ void SegModelConfig::validate() const {
 }
 
 void SegDataConfig::validate() const {
-  if (root.empty()) config_fail("data.root", "\"\"", "an ADE20K-layout folder (images/, annotations/) is required");
+  if (layout == "ade20k") {
+    if (root.empty()) config_fail("data.root", "\"\"", "an ADE20K-layout folder (images/, annotations/) is required");
+  } else if (layout == "folders") {
+    for (const auto& [key, value] : {std::pair{"data.train_images", &train_images}, {"data.train_masks", &train_masks},
+                                     {"data.val_images", &val_images}, {"data.val_masks", &val_masks}}) {
+      if (value->empty()) config_fail(key, "\"\"", "a folder (data.layout is folders)");
+    }
+  } else {
+    config_fail("data.layout", layout, "ade20k or folders");
+  }
+  if (ignore_index < 0 || ignore_index > 255) config_fail("data.ignore_index", config_text(ignore_index), "in [0, 255]");
   if (img_scale.size() != 2 || img_scale[0] <= 0 || img_scale[1] <= 0) {
     config_fail("data.img_scale", std::to_string(img_scale.size()) + " values", "[long side, short side], positive");
   }
@@ -59,6 +71,14 @@ void SegDataConfig::validate() const {
   if (crop_size <= 0) config_fail("data.crop_size", config_text(crop_size), "positive");
   if (!(cat_max_ratio > 0 && cat_max_ratio <= 1)) config_fail("data.cat_max_ratio", config_text(cat_max_ratio), "in (0, 1]");
   if (batch_size <= 0) config_fail("data.batch_size", config_text(batch_size), "positive");
+}
+
+std::pair<std::filesystem::path, std::filesystem::path> SegDataConfig::folders(const std::string& split) const {
+  if (layout == "folders") {
+    return split == "training" ? std::pair<std::filesystem::path, std::filesystem::path>{train_images, train_masks}
+                               : std::pair<std::filesystem::path, std::filesystem::path>{val_images, val_masks};
+  }
+  return {std::filesystem::path(root) / "images" / split, std::filesystem::path(root) / "annotations" / split};
 }
 
 FinetuneOptimConfig SegConfig::default_optim() {
@@ -88,6 +108,10 @@ void SegConfig::validate() const {
   optim.validate();
   train.validate();
   if (eval.stride <= 0) config_fail("eval.stride", config_text(eval.stride), "positive");
+  if (data.ignore_index < model.num_classes) {
+    config_fail("data.ignore_index", config_text(data.ignore_index),
+                "not a class id (model.num_classes is " + config_text(model.num_classes) + ")");
+  }
   if (model.backbone.img_size != data.crop_size) {
     config_fail("model.backbone.img_size", config_text(model.backbone.img_size),
                 "equal to data.crop_size (" + config_text(data.crop_size) + ")");
@@ -101,12 +125,24 @@ std::string SegConfig::to_yaml() const { return beitv2::to_yaml(*this); }
 SegmenterImpl::SegmenterImpl(const SegModelConfig& c) : config(c) {
   ViTConfig b = c.backbone;
   b.num_classes = 0;
+  if (c.freeze_backbone) b.drop_path_rate = 0;
   backbone = register_module("backbone", VisionTransformer(b));
+  // The official segmentation backbone has no final norm: its features are raw block outputs.
+  for (const char* name : {"norm", "fc_norm"}) {
+    if (backbone->named_children().contains(name)) backbone->unregister_module(name);
+  }
+  backbone->norm = nullptr;
+  backbone->fc_norm = nullptr;
   pyramid = nn::FeaturePyramid(b.embed_dim);
   backbone->register_module("fpn1", pyramid->fpn1);  // official names: backbone.fpn1.*, backbone.fpn2.*
   backbone->register_module("fpn2", pyramid->fpn2);
   decode_head = register_module("decode_head", nn::UPerHead(c.heads()));
   auxiliary_head = register_module("auxiliary_head", nn::FCNHead(c.heads()));
+  if (c.freeze_backbone) {
+    for (auto& p : backbone->named_parameters()) {
+      if (p.key().rfind("fpn", 0) != 0) p.value().set_requires_grad(false);
+    }
+  }
 }
 
 nn::SegmentationHeadsImpl::Output SegmenterImpl::forward(const torch::Tensor& x) {
@@ -115,7 +151,11 @@ nn::SegmentationHeadsImpl::Output SegmenterImpl::forward(const torch::Tensor& x)
   std::sort(blocks.begin(), blocks.end());
   blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
   std::vector<torch::Tensor> inter;
-  backbone->forward_intermediates(x, blocks, inter);
+  {
+    std::optional<torch::NoGradGuard> frozen;  // no graph through a frozen ViT
+    if (config.freeze_backbone) frozen.emplace();
+    backbone->forward_intermediates(x, blocks, inter);
+  }
   const int64_t g = config.backbone.grid_size();
   std::vector<torch::Tensor> maps;
   for (const auto i : config.out_indices) {  // (B, 1+N, D) -> (B, D, Hp, Wp), cls token dropped
@@ -149,31 +189,45 @@ struct Pair {
   fs::path image, label;
 };
 
-// images/<split>/* paired with annotations/<split>/<stem>.png; a missing annotation is a ConfigError.
-std::vector<Pair> list_pairs(const std::string& root, const std::string& split) {
-  const fs::path images = fs::path(root) / "images" / split, labels = fs::path(root) / "annotations" / split;
-  if (!fs::is_directory(images)) config_fail("data.root", root, "no " + (fs::path("images") / split).string() + " folder");
+// The split's images, each paired with the mask of the same stem (.png); a missing mask is a ConfigError.
+std::vector<Pair> list_pairs(const SegDataConfig& d, const std::string& split) {
+  const auto [images, masks] = d.folders(split);
+  const std::string key = d.layout == "folders" ? (split == "training" ? "data.train_images" : "data.val_images")
+                                                : "data.root";
+  if (!fs::is_directory(images)) config_fail(key, images.string(), "no such folder");
   std::vector<Pair> out;
   for (const auto& img : data::list_images(images)) {
-    const auto lab = labels / (img.stem().string() + ".png");
-    if (!fs::exists(lab)) config_fail("data.root", root, "no annotation " + lab.string() + " for " + img.string());
+    const auto lab = masks / (img.stem().string() + ".png");
+    if (!fs::exists(lab)) config_fail(key, images.string(), "no label map " + lab.string() + " for " + img.string());
     out.push_back({img, lab});
   }
-  if (out.empty()) config_fail("data.root", root, "no images in " + images.string());
+  if (out.empty()) config_fail(key, images.string(), "no images");
   return out;
 }
 
-cv::Mat read_label(const fs::path& path, bool reduce_zero_label) {
+}  // namespace
+
+cv::Mat read_seg_label(const fs::path& path, const SegDataConfig& d, int64_t num_classes) {
   cv::Mat lab = cv::imread(path.string(), cv::IMREAD_UNCHANGED);
   if (lab.empty() || lab.type() != CV_8UC1) throw data::DecodeError(path.string() + ": not an 8-bit single-channel PNG");
-  if (reduce_zero_label) {  // 0 -> 255 (ignore), v -> v - 1, 255 stays
-    cv::Mat out = lab - 1;
-    out.setTo(255, lab == 0);
-    out.setTo(255, lab == 255);
-    return out;
+  cv::Mat lut(1, 256, CV_8U);
+  for (int v = 0; v < 256; ++v) {
+    int c = v;
+    if (d.reduce_zero_label) c = v == 0 ? 255 : (v == 255 ? 255 : v - 1);  // mmseg: 0 -> 255, 255 stays
+    if (c == d.ignore_index) c = 255;
+    lut.at<uint8_t>(v) = static_cast<uint8_t>(c);
+  }
+  cv::LUT(lab, lut, lab);
+  double max_value = 0;
+  cv::minMaxLoc(lab, nullptr, &max_value, nullptr, nullptr, lab != 255);
+  if (max_value >= static_cast<double>(num_classes)) {
+    throw data::DecodeError(c10::str(path.string(), ": label ", static_cast<int>(max_value), " is not a class (",
+                                     num_classes, " classes, ignore index ", d.ignore_index, ")"));
   }
   return lab;
 }
+
+namespace {
 
 // mmcv.imrescale's keep-ratio size: the largest scale with long side <= long_max and short side <= short_max.
 cv::Size rescaled(const cv::Size& s, double long_max, double short_max) {
@@ -187,10 +241,10 @@ cv::Mat three_channels(const cv::Mat& grey) {
   return out;
 }
 
-data::SampleFn train_sample_fn(std::vector<Pair> pairs, SegDataConfig d) {
-  return [pairs = std::move(pairs), d](int64_t index, data::Rng& rng) {
+data::SampleFn train_sample_fn(std::vector<Pair> pairs, SegDataConfig d, int64_t num_classes) {
+  return [pairs = std::move(pairs), d, num_classes](int64_t index, data::Rng& rng) {
     const auto& p = pairs[static_cast<size_t>(index)];
-    cv::Mat img = data::decode_rgb(p.image), lab = read_label(p.label, d.reduce_zero_label);
+    cv::Mat img = data::decode_rgb(p.image), lab = read_seg_label(p.label, d, num_classes);
     if (img.size() != lab.size()) throw data::DecodeError(p.label.string() + ": size differs from its image");
     const double r = rng.uniform(d.ratio_range[0], d.ratio_range[1]);
     const auto size = rescaled(img.size(), d.img_scale[0] * r, d.img_scale[1] * r);
@@ -220,6 +274,7 @@ data::SampleFn train_sample_fn(std::vector<Pair> pairs, SegDataConfig d) {
       cv::flip(img, img, 1);
       cv::flip(lab, lab, 1);
     }
+    if (d.photometric) data::PhotoMetricDistortion{}.apply_(img, rng);
     // Pad to the crop: image 0, label ignore.
     cv::copyMakeBorder(img, img, 0, c - img.rows, 0, c - img.cols, cv::BORDER_CONSTANT, cv::Scalar(0, 0, 0));
     cv::copyMakeBorder(lab, lab, 0, c - lab.rows, 0, c - lab.cols, cv::BORDER_CONSTANT, cv::Scalar(255));
@@ -230,10 +285,11 @@ data::SampleFn train_sample_fn(std::vector<Pair> pairs, SegDataConfig d) {
 }
 
 // Evaluation: the image resized (keep ratio) to img_scale, the label at its original size.
-data::SampleFn eval_sample_fn(std::vector<Pair> pairs, SegDataConfig d) {
-  return [pairs = std::move(pairs), d](int64_t index, data::Rng&) {
+data::SampleFn eval_sample_fn(std::vector<Pair> pairs, SegDataConfig d, int64_t num_classes) {
+  return [pairs = std::move(pairs), d, num_classes](int64_t index, data::Rng&) {
     const auto& p = pairs[static_cast<size_t>(index)];
-    cv::Mat img = data::decode_rgb(p.image), lab = read_label(p.label, d.reduce_zero_label);
+    cv::Mat img = data::decode_rgb(p.image), lab = read_seg_label(p.label, d, num_classes);
+    if (img.size() != lab.size()) throw data::DecodeError(p.label.string() + ": size differs from its image");
     cv::resize(img, img, rescaled(img.size(), static_cast<double>(d.img_scale[0]), static_cast<double>(d.img_scale[1])),
                0, 0, cv::INTER_LINEAR);
     data::Sample s;
@@ -251,17 +307,17 @@ class SegTrainer : public Trainer {
  public:
   explicit SegTrainer(const SegConfig& cfg) : cfg_(cfg), device_(cfg.train.device == "cuda" ? torch::kCUDA : torch::kCPU) {
     const auto& d = cfg.data;
-    auto train_pairs = list_pairs(d.root, "training");
+    auto train_pairs = list_pairs(d, "training");
     if (d.limit > 0 && static_cast<int64_t>(train_pairs.size()) > d.limit) train_pairs.resize(static_cast<size_t>(d.limit));
-    val_pairs_ = list_pairs(d.root, "validation");
+    val_pairs_ = list_pairs(d, "validation");
     if (d.val_limit > 0 && static_cast<int64_t>(val_pairs_.size()) > d.val_limit) val_pairs_.resize(static_cast<size_t>(d.val_limit));
     DataConfig dc;
     dc.workers = d.workers;
     dc.decode_errors = "fail";
     const auto n = static_cast<int64_t>(train_pairs.size());
-    train_ = make_batch_source(n, train_sample_fn(std::move(train_pairs), d),
+    train_ = make_batch_source(n, train_sample_fn(std::move(train_pairs), d, cfg.model.num_classes),
                                loader_options(dc, /*train=*/true, cfg.train.seed, d.batch_size, dist::rank(), dist::world()));
-    val_ = make_batch_source(static_cast<int64_t>(val_pairs_.size()), eval_sample_fn(val_pairs_, d),
+    val_ = make_batch_source(static_cast<int64_t>(val_pairs_.size()), eval_sample_fn(val_pairs_, d, cfg.model.num_classes),
                              loader_options(dc, /*train=*/false, cfg.train.seed, 1));
     SegModelConfig mc = cfg.model;
     TensorMap weights;
@@ -270,9 +326,24 @@ class SegTrainer : public Trainer {
       weights = read_safetensors(cfg.init.weights).tensors;
       if (weights.count("norm.weight")) mc.backbone.use_mean_pooling = false;  // a MIM backbone keeps its norm
     }
+    // SyncBatchNorm: under c10d the BatchNorm statistics span every process's batch (mmseg's SyncBN).
+    nn::set_batch_norm_sync(dist::active() ? nn::SumAcrossProcesses(dist::all_reduce_sum) : nullptr);
     torch::manual_seed(cfg.train.seed);
     model_ = Segmenter(mc);
-    if (!weights.empty()) {
+    const bool whole = std::any_of(weights.begin(), weights.end(), [](const auto& kv) { return kv.first.rfind("decode_head.", 0) == 0; });
+    if (whole) {
+      // A whole segmenter (ours, or an official mmseg checkpoint converted by tools/convert_checkpoint.py):
+      // strict, by the official names; the official relative_position_index buffers are recomputed here.
+      TensorMap kept;
+      for (auto& [k, v] : weights) {
+        if (!k.ends_with(".relative_position_index")) kept.emplace(k, v);
+      }
+      for (const auto& b : model_->named_buffers()) {  // the file's copies (if any) are not trusted
+        if (b.key().ends_with(".relative_position_index")) kept[b.key()] = b.value();
+      }
+      load_state_dict(*model_, kept, {}, cfg.init.weights);
+      log::info(c10::str("initialised the whole segmenter from ", cfg.init.weights, " (", kept.size(), " tensors)"));
+    } else if (!weights.empty()) {
       // The pretrained ViT is initialised on its own (official loading: shared table expanded per block, tables
       // and pos_embed resized to this grid), then copied into the backbone, whose fpn1/fpn2 keep their init.
       InitOptions io;
@@ -283,7 +354,9 @@ class SegTrainer : public Trainer {
       b.num_classes = 0;
       VisionTransformer vit(b);
       log::info(init_classifier(vit, weights, io, cfg.init.weights).to_string());
-      load_state_dict(*model_->backbone, state_dict(*vit), {.skip_prefixes = {"fpn1.", "fpn2."}}, cfg.init.weights);
+      auto from = state_dict(*vit);
+      for (const auto& k : {"norm.weight", "norm.bias", "fc_norm.weight", "fc_norm.bias"}) from.erase(k);
+      load_state_dict(*model_->backbone, from, {.skip_prefixes = {"fpn1.", "fpn2."}}, cfg.init.weights);
     } else {
       log::warn("finetune-seg from a RANDOM backbone (no init.weights): a baseline");
     }
@@ -344,16 +417,31 @@ class SegTrainer : public Trainer {
     model_->eval();
     torch::NoGradGuard ng;
     SegAreas areas;
+    std::vector<torch::Tensor> shown_images, shown_labels, shown_preds;  // the first plot_images, for the figure
     val_->start_epoch(0, 0);
     while (auto batch = val_->next()) {
       auto x = data::normalize_images(batch->images.at(0).to(device_), data::kImagenetMean, data::kImagenetStd);
       const auto label = batch->images.at(1).select(1, 0);  // (1, H0, W0) at the original size
       for (int64_t i = 0; i < x.size(0); ++i) {
         auto logits = resize_bilinear(slide(x.slice(0, i, i + 1)), label.size(1), label.size(2));
-        areas.add(SegAreas::of(logits.argmax(1)[0].cpu(), label[i], cfg_.model.num_classes));
+        const auto pred = logits.argmax(1)[0].cpu();
+        areas.add(SegAreas::of(pred, label[i], cfg_.model.num_classes));
+        if (static_cast<int64_t>(shown_images.size()) < cfg_.train.plot_images) {  // the image at the label's size
+          shown_images.push_back(resize_bilinear(batch->images.at(0).slice(0, i, i + 1).to(torch::kFloat),
+                                                 label.size(1), label.size(2))[0].round().clamp(0, 255).to(torch::kUInt8));
+          shown_labels.push_back(label[i]);
+          shown_preds.push_back(pred);
+        }
       }
     }
     model_->train();
+    if (!shown_images.empty()) {
+      const auto plots = std::filesystem::path(cfg_.train.out_dir) / "plots";
+      const bool final = cfg_.train.final_epoch(epoch, train_->batches_per_epoch());
+      for (const auto& png : plot_paths(plots, "segmentation", epoch, final, cfg_.train.eval_every)) {
+        plot_segmentation(shown_images, shown_labels, shown_preds, png);
+      }
+    }
     const auto m = SegMetrics::of(areas);
     return {{"mIoU", 100 * m.miou}, {"mAcc", 100 * m.macc}, {"aAcc", 100 * m.aacc}};
   }
@@ -372,7 +460,7 @@ class SegTrainer : public Trainer {
     return {{"model", c10::str("ViT width ", cfg_.model.backbone.embed_dim, " depth ", cfg_.model.backbone.depth,
                                " -> UperNet (", cfg_.model.channels, " ch, ", cfg_.model.num_classes, " classes)")},
             {"init", cfg_.init.weights.empty() ? std::string("random") : cfg_.init.weights},
-            {"train", c10::str(train_->size(), " images from ", cfg_.data.root, "/images/training")},
+            {"train", c10::str(train_->size(), " images from ", cfg_.data.folders("training").first.string())},
             {"val", c10::str(val_pairs_.size(), " images, sliding windows ", cfg_.data.crop_size, " / ", cfg_.eval.stride)}};
   }
 
@@ -402,7 +490,15 @@ RunSpec seg_run_spec(const SegConfig& config) {
 SegSummary finetune_seg(const SegConfig& config, const LoopOptions& options) {
   config.validate();
   SegSummary s;
+  if (config.eval.only) {
+    if (config.init.weights.empty()) config_fail("eval.only", "true", "init.weights to evaluate");
+    s.eval = make_seg_trainer(config)->evaluate(0);
+    s.miou = s.eval.value("mIoU", -1.0);
+    log::info(c10::str("evaluated ", config.init.weights, ": ", s.eval.dump()));
+    return s;
+  }
   s.loop = run_training(seg_run_spec(config), [&] { return make_seg_trainer(config); }, options);
+  s.eval = s.loop.last_eval;
   s.miou = s.loop.last_eval.value("mIoU", -1.0);
   if (s.loop.finished && !s.loop.outputs.empty()) s.segmenter = s.loop.outputs.at(0);
   return s;

@@ -7,7 +7,10 @@
 // or resize shows as > 1e-2. Metrics are exact (integer areas, float64 ratios).
 #include <nlohmann/json.hpp>
 
+#include <opencv2/core.hpp>
+
 #include "beitv2/beitv2.h"
+#include "beitv2/data/transforms.h"
 #include "beitv2/models/segmentation.h"
 #include "beitv2/train/finetune_init.h"
 #include "common.h"
@@ -155,6 +158,33 @@ TEST(GoldenSeg, RelativePositionTablesResizeFrom14To32And16AsTheOfficialLoader) 
   EXPECT_TRUE(test::close(resize_rel_pos_table(t14, 964), f.tensors.at("table16"), 1e-6, 1e-5, kRegen));
   const auto coords = rel_pos_resize_coordinates(27, 63);
   EXPECT_TRUE(test::close(torch::tensor(coords, torch::kDouble), f.tensors.at("coords14_32"), 1e-9, 1e-9));
+}
+
+// mmseg's PhotoMetricDistortion with the fixture's draws, exactly (uint8 truncation, OpenCV's 8-bit HSV, hue
+// wrapping mod 180, contrast before or after the HSV steps).
+TEST(GoldenSeg, PhotoMetricDistortionMatchesMmsegExactly) {
+  const auto f = read_safetensors(test::data_dir() / "golden/seg_photometric.safetensors");
+  const auto input = f.tensors.at("input").contiguous();
+  const cv::Mat rgb(static_cast<int>(input.size(0)), static_cast<int>(input.size(1)), CV_8UC3, input.data_ptr());
+  for (int j = 0; f.tensors.count("case." + std::to_string(j) + ".draw"); ++j) {
+    const auto d = f.tensors.at("case." + std::to_string(j) + ".draw");
+    auto value = [&](int i) -> std::optional<double> {
+      const double v = d[i].item<double>();
+      return std::isnan(v) ? std::nullopt : std::optional<double>(v);
+    };
+    data::PhotoMetricDistortion::Draw draw;
+    draw.brightness = value(0);
+    draw.contrast_first = d[1].item<double>() != 0;
+    draw.contrast = value(2);
+    draw.saturation = value(3);
+    if (auto h = value(4)) draw.hue = static_cast<int>(*h);
+    cv::Mat out = rgb.clone();
+    data::PhotoMetricDistortion::apply_(out, draw);
+    const auto got = torch::from_blob(out.data, {out.rows, out.cols, 3}, torch::kUInt8);
+    const auto& want = f.tensors.at("case." + std::to_string(j) + ".output");
+    EXPECT_TRUE(torch::equal(got, want)) << "case " << j << ": " << (got.to(torch::kInt) - want.to(torch::kInt)).abs().max().item<int>()
+                                         << " max difference; " << kRegen;
+  }
 }
 
 }  // namespace

@@ -38,6 +38,10 @@ seg_rel_pos_resize.safetensors — beit2/semantic_segmentation/mmcv_custom/check
     coords14_32, coords14_16 float64 (27,): the geometric-progression source offsets
 seg_slide_windows.safetensors — mmseg 0.11 slide_inference windows (crop 512, stride 341):
     windows.<H>x<W> int64 (n, 4) rows (y1, y2, x1, x2), row-major over the grid
+seg_photometric.safetensors — mmseg 0.11 PhotoMetricDistortion with explicit draws (cv2's uint8 HSV, as mmcv):
+    input (13, 11, 3) uint8 RGB (random, with pure black, white and grey pixels); for case j:
+    case.<j>.draw float64 (5,) = [brightness, contrast_first, contrast, saturation, hue], NaN = step skipped
+    case.<j>.output (13, 11, 3) uint8 RGB (the reference runs on BGR, as mmseg does, and is converted back)
 
 The rel-pos result is bit-identical to the official SciPy interp2d(kind='cubic') (checked with SciPy 1.13.1, the
 last release that has interp2d); see seg_ref.resize_rel_pos_table for why no SciPy is needed.
@@ -61,6 +65,11 @@ HEADS_CFG = dict(embed_dim=8, channels=6, num_classes=5, aux_channels=4, pool_sc
                  dropout_ratio=0.1, aux_in_index=2, aux_loss_weight=0.4, batch=2, grid=[5, 4], patch_size=16,
                  ignore_index=255, align_corners=False)
 METRIC_CLASSES = 5
+# (brightness, contrast_first, contrast, saturation, hue); None = that step skipped.
+PHOTO_DRAWS = [(None, False, None, None, None), (25.7, False, None, None, None), (-31.2, True, None, None, None),
+               (None, True, 1.37, None, None), (None, False, 0.61, None, None), (None, False, None, 1.45, None),
+               (None, False, None, 0.52, None), (None, False, None, None, 17), (None, False, None, None, -18),
+               (12.3, True, 1.21, 0.77, -5), (-8.9, False, 0.83, 1.33, 9)]
 SLIDE_SIZES = [(512, 512), (512, 683), (683, 512), (512, 2048), (300, 700), (853, 1280)]
 
 
@@ -214,6 +223,23 @@ def make_slide_fixture(out_dir):
     save(out_dir, "seg_slide_windows.safetensors", out, metadata(crop=[512, 512], stride=[341, 341]))
 
 
+def make_photometric_fixture(out_dir):
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, size=(13, 11, 3), dtype=np.uint8)
+    rgb[0, 0], rgb[0, 1], rgb[0, 2], rgb[1, 0] = 0, 255, 128, (255, 0, 0)
+    out = {"input": torch.from_numpy(rgb.copy())}
+    for j, (b, first, c, s, h) in enumerate(PHOTO_DRAWS):
+        draw = {"brightness": b, "contrast_first": first, "contrast": c, "saturation": s, "hue": h}
+        bgr = seg_ref.photo_metric_distortion(np.ascontiguousarray(rgb[:, :, ::-1]), draw)
+        out[f"case.{j}.output"] = torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1]))
+        nan = float("nan")
+        out[f"case.{j}.draw"] = torch.tensor([nan if b is None else b, float(first), nan if c is None else c,
+                                              nan if s is None else s, nan if h is None else float(h)],
+                                             dtype=torch.float64)
+    import cv2
+    save(out_dir, "seg_photometric.safetensors", out, metadata(cv2=cv2.__version__, cases=len(PHOTO_DRAWS)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data",
@@ -225,6 +251,7 @@ def main():
     make_metrics_fixture(a.out_dir)
     make_rel_pos_fixture(a.out_dir)
     make_slide_fixture(a.out_dir)
+    make_photometric_fixture(a.out_dir)
 
 
 if __name__ == "__main__":

@@ -285,6 +285,39 @@ def slide_inference(encode_decode, img, num_classes, crop=(512, 512), stride=(34
 # Metrics (mmseg 0.11 mmseg/core/evaluation/metrics.py), numpy
 # --------------------------------------------------------------------------------------------------------------
 
+def photo_metric_distortion(bgr, draw):
+    """mmseg 0.11 PhotoMetricDistortion.__call__ on a uint8 BGR image with its random draws given:
+    draw = {"brightness": beta or None, "contrast_first": bool (mode == 1), "contrast": alpha or None,
+    "saturation": alpha or None, "hue": int delta or None}. mmcv's bgr2hsv / hsv2bgr are cv2.cvtColor."""
+    import cv2
+
+    def convert(img, alpha=1, beta=0):
+        img = img.astype(np.float32) * alpha + beta
+        img = np.clip(img, 0, 255)
+        return img.astype(np.uint8)
+
+    img = bgr.copy()
+    if draw["brightness"] is not None:
+        img = convert(img, beta=draw["brightness"])
+
+    def contrast(img):
+        return convert(img, alpha=draw["contrast"]) if draw["contrast"] is not None else img
+
+    if draw["contrast_first"]:
+        img = contrast(img)
+    if draw["saturation"] is not None:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        img[:, :, 1] = convert(img[:, :, 1], alpha=draw["saturation"])
+        img = cv2.cvtColor(img, cv2.COLOR_HSV2BGR)
+    if draw["hue"] is not None:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        img[:, :, 0] = (img[:, :, 0].astype(int) + draw["hue"]) % 180
+        img = cv2.cvtColor(img, cv2.COLOR_HSV2BGR)
+    if not draw["contrast_first"]:
+        img = contrast(img)
+    return img
+
+
 def reduce_zero_label(label):
     """LoadAnnotations(reduce_zero_label=True) / intersect_and_union's uint8 trick: 0 → ignore (255), k → k-1 for
     1 ≤ k ≤ 254, 255 stays 255. Works for any integer dtype."""

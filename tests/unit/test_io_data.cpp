@@ -177,16 +177,8 @@ TEST_F(Io, WrongKindsOfDtypeAndNonFiniteWeightsAreRefusedByName) {
 
 // ---- tools/convert_checkpoint.py ----
 
-/// The build env's python (torch + safetensors), or "" when there is none.
-std::string build_python() {
-  if (const char* p = std::getenv("BEITV2_BUILD_PYTHON"); p && std::filesystem::exists(p)) return p;
-  const char* home = std::getenv("HOME");
-  const auto p = std::filesystem::path(home ? home : "") / ".cache/beitv2/build-env/bin/python";
-  return std::filesystem::exists(p) ? p.string() : "";
-}
-
 TEST(ConvertCheckpoint, BadInputsEndWithOneLineAndStatusOne) {
-  const std::string py = build_python();
+  const std::string py = test::build_python();
   if (py.empty()) GTEST_SKIP() << "no build-env python with torch (BEITV2_BUILD_PYTHON)";
   test::TempDir tmp("convert");
   const std::string script = (test::source_dir() / "tools/convert_checkpoint.py").string();

@@ -119,5 +119,30 @@ TEST(ConfusionMatrix, TenClassesGiveADecodablePngOfTheDocumentedSize) {
   EXPECT_THROW(plot_confusion_matrix(counts, {"a", "b"}, dir / "bad.png", "t"), c10::Error);
 }
 
+// Three columns of 192-pixel cells (image, ground truth, prediction): a pixel whose prediction equals its label
+// looks the same in both overlays, one that differs does not, an ignored pixel is the image darkened.
+TEST(SegmentationPlot, OverlaysShowAgreementAndIgnore) {
+  test::TempDir dir("segplot");
+  auto images = torch::full({2, 3, 4, 4}, 200, torch::kUInt8);
+  auto labels = torch::zeros({2, 4, 4}, torch::kUInt8);
+  labels[0][0][0] = 255;
+  auto preds = labels.clone().to(torch::kLong);
+  preds[0][0][0] = 3;
+  preds[1][3][3] = 1;  // wrong
+  plot_segmentation({images[0], images[1]}, {labels[0], labels[1]}, {preds[0], preds[1]}, dir / "seg.png");
+  const cv::Mat img = cv::imread((dir / "seg.png").string());
+  ASSERT_FALSE(img.empty());
+  EXPECT_EQ(img.cols, 3 * 192);
+  EXPECT_EQ(img.rows, 2 * 192);
+  auto at = [&](int row, int column, int y, int x) { return img.at<cv::Vec3b>(row * 192 + y * 48 + 24, column * 192 + x * 48 + 24); };
+  EXPECT_EQ(at(0, 0, 1, 1), cv::Vec3b(200, 200, 200));                 // the image
+  EXPECT_EQ(at(0, 1, 0, 0), cv::Vec3b(60, 60, 60));                    // ignored: 0.3 x 200
+  EXPECT_EQ(at(0, 1, 1, 1), at(0, 2, 1, 1));                           // right
+  EXPECT_NE(at(0, 1, 1, 1), cv::Vec3b(200, 200, 200));                 // coloured
+  EXPECT_NE(at(1, 1, 3, 3), at(1, 2, 3, 3));                           // wrong
+  EXPECT_THROW(plot_segmentation({images[0]}, {labels[0].slice(0, 0, 3)}, {preds[0].slice(0, 0, 3)}, dir / "bad.png"),
+               c10::Error);
+}
+
 }  // namespace
 }  // namespace beitv2

@@ -187,7 +187,7 @@ TEST(Configs, EveryShippedConfigParses) {
     } else if (root["probe"]) {  // a linear-probe-beitv2 config
       EXPECT_NO_THROW(LinearProbeConfig::load(e.path().string())) << e.path();
     } else if (root["model"] && root["model"]["out_indices"]) {  // a finetune-seg config
-      EXPECT_NO_THROW(SegConfig::load(e.path().string())) << e.path();
+      EXPECT_NO_THROW(SegConfig::load(e.path().string()).validate()) << e.path();
     } else {  // a model config
       YamlMap top(root, e.path().string(), "");
       auto m = top.child("model");

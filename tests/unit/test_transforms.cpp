@@ -1,5 +1,7 @@
 // Transforms: RandomResizedCrop box statistics against torchvision, geometry and rounding, the two-view crop,
-// colour jitter ranges, RandAugment config strings, RandomErasing.
+// colour jitter ranges, RandAugment config strings, RandomErasing, PhotoMetricDistortion's draws.
+#include <set>
+
 #include "data_helpers.h"
 
 namespace beitv2 {
@@ -217,6 +219,46 @@ TEST(DataTransforms, RandomErasingIsPerImageAndDeterministic) {
   EXPECT_NEAR(erased, 100, 5 * std::sqrt(400 * 0.25 * 0.75));  // binomial, 5 sigma
   o.mode = "bogus";
   EXPECT_THROW(RandomErasing{o}, ConfigError);
+}
+
+// mmseg's PhotoMetricDistortion draws: each step with probability 1/2 (binomial, 5 sigma over 2000 draws),
+// brightness in [-32, 32), contrast and saturation in [0.5, 1.5), hue an integer in [-18, 17] (numpy's randint
+// excludes the high end), every hue value reached.
+TEST(DataTransforms, PhotoMetricDistortionDrawsMmsegsRanges) {
+  PhotoMetricDistortion pmd;
+  Rng rng(11);
+  const int n = 2000;
+  int brightness = 0, contrast = 0, first = 0, saturation = 0, hue = 0;
+  std::set<int> hues;
+  for (int i = 0; i < n; ++i) {
+    const auto d = pmd.sample(rng);
+    if (d.brightness) {
+      ++brightness;
+      EXPECT_TRUE(*d.brightness >= -32 && *d.brightness < 32);
+    }
+    if (d.contrast) {
+      ++contrast;
+      EXPECT_TRUE(*d.contrast >= 0.5 && *d.contrast < 1.5);
+    }
+    if (d.saturation) {
+      ++saturation;
+      EXPECT_TRUE(*d.saturation >= 0.5 && *d.saturation < 1.5);
+    }
+    if (d.hue) {
+      ++hue;
+      hues.insert(*d.hue);
+    }
+    first += d.contrast_first;
+  }
+  const double tol = 5 * std::sqrt(n * 0.25);
+  for (int count : {brightness, contrast, first, saturation, hue}) EXPECT_NEAR(count, n / 2, tol);
+  EXPECT_EQ(hues.size(), 36u);
+  EXPECT_EQ(*hues.begin(), -18);
+  EXPECT_EQ(*hues.rbegin(), 17);
+  // A draw with every step off leaves the image as it was.
+  cv::Mat img = random_rgb(5, 7, 3), out = img.clone();
+  PhotoMetricDistortion::apply_(out, {});
+  EXPECT_EQ(cv::norm(img, out, cv::NORM_INF), 0);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <opencv2/imgproc.hpp>  // cv::INTER_* interpolation codes
 
 #include <array>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -66,6 +67,31 @@ struct ColorJitter {
   void apply_(cv::Mat& rgb, Rng& rng) const;
   /// Throws ConfigError for a negative strength.
   void validate() const;
+};
+
+/// mmseg's PhotoMetricDistortion (0.11, datasets/pipelines/transforms.py) on uint8 RGB, the segmentation
+/// training recipe's colour jitter. Each step runs with probability 1/2; every step saturates to uint8 by
+/// truncation (numpy's clip then astype(uint8)):
+///   brightness  x + U[-32, 32)
+///   contrast    x * U[0.5, 1.5), before the HSV steps (mode 1) or after them (mode 0), mode ~ randint(2)
+///   saturation  S * U[0.5, 1.5) in OpenCV's 8-bit HSV
+///   hue         H + randint[-18, 18) mod 180 in OpenCV's 8-bit HSV (H in [0, 180))
+/// RGB <-> HSV is OpenCV's uint8 conversion, as mmcv's bgr2hsv on BGR images.
+struct PhotoMetricDistortion {
+  double brightness_delta = 32;
+  std::array<double, 2> contrast_range{0.5, 1.5};
+  std::array<double, 2> saturation_range{0.5, 1.5};
+  int hue_delta = 18;
+
+  /// One draw; a step that does not run is left empty.
+  struct Draw {
+    std::optional<double> brightness, contrast, saturation;
+    std::optional<int> hue;
+    bool contrast_first = false;  ///< mmseg's mode == 1
+  };
+  Draw sample(Rng& rng) const;
+  static void apply_(cv::Mat& rgb, const Draw& d);
+  void apply_(cv::Mat& rgb, Rng& rng) const { apply_(rgb, sample(rng)); }
 };
 
 /// RandomResizedCrop settings (torchvision defaults, bicubic as every BEiT v2 recipe).

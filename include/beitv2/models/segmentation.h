@@ -8,7 +8,8 @@
 // decode_head}.py and mmseg/core/evaluation/metrics.py; the plain-PyTorch rendering is
 // tests/reference/seg_ref.py.
 //
-// BatchNorm is per process (SyncBN semantics across processes are not implemented yet).
+// BatchNorm is SyncBatchNorm: per process unless set_batch_norm_sync gives it a sum across processes (the
+// trainer does under c10d), then training statistics span every process's batch, as torch.nn.SyncBatchNorm.
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/batchnorm.h>
@@ -17,6 +18,7 @@
 #include <torch/nn/modules/conv.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace beitv2 {
@@ -35,6 +37,23 @@ struct SegHeadConfig {
 
 namespace nn {
 
+/// Sums a tensor over all processes in place (dist::all_reduce_sum); empty = one process.
+using SumAcrossProcesses = std::function<void(torch::Tensor&)>;
+/// Process-wide: SyncBatchNorm modules in training mode take their statistics over every process's batch.
+void set_batch_norm_sync(SumAcrossProcesses sum);
+
+/// BatchNorm2d with torch.nn.SyncBatchNorm's semantics when set_batch_norm_sync is set and the module trains:
+/// mean and biased variance over the global batch (per-channel sums and counts all-reduced), running statistics
+/// updated with the global unbiased variance, and in backward the sums of dy and dy * x_hat all-reduced as well,
+/// so that P processes of B images step as one of P x B (parameter gradients stay local and are averaged with
+/// the others). Otherwise plain BatchNorm2d. Same parameters and buffers, computed in float32.
+class SyncBatchNormImpl : public torch::nn::BatchNorm2dImpl {
+ public:
+  using torch::nn::BatchNorm2dImpl::BatchNorm2dImpl;
+  torch::Tensor forward(const torch::Tensor& x);
+};
+TORCH_MODULE(SyncBatchNorm);
+
 /// mmcv ConvModule with BN and ReLU: conv (no bias) -> BatchNorm2d -> ReLU; names conv.weight, bn.*. Init
 /// kaiming normal (fan_out, relu), BN weight 1, bias 0.
 class ConvModuleImpl : public torch::nn::Module {
@@ -42,7 +61,7 @@ class ConvModuleImpl : public torch::nn::Module {
   ConvModuleImpl(int64_t in, int64_t out, int64_t kernel, int64_t padding = 0);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Conv2d conv{nullptr};
-  torch::nn::BatchNorm2d bn{nullptr};
+  SyncBatchNorm bn{nullptr};
 };
 TORCH_MODULE(ConvModule);
 

@@ -34,6 +34,13 @@ void plot_token_maps(const torch::Tensor& images, const torch::Tensor& ids, int6
 void plot_mim_predictions(const torch::Tensor& images, const torch::Tensor& mask, const torch::Tensor& correct_1,
                           const torch::Tensor& correct_2, int64_t grid, const std::filesystem::path& png);
 
+/// Semantic segmentation at a glance, one row per image: the image, the ground truth over it, the prediction
+/// over it (each class a fixed colour blended half over the image; ignored pixels darkened). Each row is 192
+/// pixels high, each cell as wide as its image's aspect gives. images[i] uint8 (3, H, W); labels[i], preds[i]
+/// uint8 or int64 (H, W) class ids, 255 = ignore. Sizes may differ between images.
+void plot_segmentation(const std::vector<torch::Tensor>& images, const std::vector<torch::Tensor>& labels,
+                       const std::vector<torch::Tensor>& preds, const std::filesystem::path& png);
+
 /// One line of a curves figure: y over x (same length; non-finite points are left out).
 struct CurveSeries {
   std::string name;

@@ -3,10 +3,11 @@
 //
 //   data     ADE20K layout: <root>/images/{training,validation}/*.{jpg,png} with
 //            <root>/annotations/{training,validation}/<same stem>.png (8-bit class ids; reduce_zero_label: 0 =
-//            ignore, v -> v - 1). tools/prepare_fmnist_scenes.py writes this layout.
+//            ignore, v -> v - 1), or any image folder + mask folder pair (layout folders) with an ignore index.
+//            tools/prepare_fmnist_scenes.py writes the ADE20K layout.
 //   train    mmseg's ADE20K pipeline: keep-ratio resize to img_scale x U(ratio_range), random crop (at most
-//            cat_max_ratio of one class, 10 tries), flip 0.5, pad to the crop (image 0, label ignore).
-//            Divergence: no PhotoMetricDistortion yet (docs/divergences.md D17).
+//            cat_max_ratio of one class, 10 tries), flip 0.5, PhotoMetricDistortion, pad to the crop (image 0,
+//            label ignore).
 //   model    the ViT's blocks `out_indices` as maps -> FeaturePyramid -> UPerHead (+ FCNHead aux, weight 0.4);
 //            the pyramid's modules live under `backbone.` as in the official checkpoints.
 //   optim    layer-decay AdamW (pyramid and heads at scale 1), optim.schedule poly with linear warmup.
@@ -19,7 +20,10 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include <opencv2/core/mat.hpp>
 
 #include "beitv2/models/segmentation.h"
 #include "beitv2/models/vit.h"
@@ -38,6 +42,9 @@ struct SegModelConfig {
   std::vector<int64_t> pool_scales = {1, 2, 3, 6};
   double dropout = 0.1;
   double aux_loss_weight = 0.4;
+  /// Train the pyramid and the heads only: the ViT's parameters keep their initial values and get no gradient
+  /// (the frozen-backbone protocol, segmentation's analogue of linear probing; drop path off).
+  bool freeze_backbone = false;
 
   template <class V>
   void visit(V& v) {
@@ -49,19 +56,28 @@ struct SegModelConfig {
     v("pool_scales", pool_scales);
     v("dropout", dropout);
     v("aux_loss_weight", aux_loss_weight);
+    v("freeze_backbone", freeze_backbone);
   }
   SegHeadConfig heads() const;
   void validate() const;
 };
 
-/// `data:` an ADE20K-layout folder and the training/test transforms.
+/// `data:` where the images and label maps are, and the training/test transforms.
+///   layout ade20k   <root>/images/{training,validation}/* with <root>/annotations/{training,validation}/<stem>.png
+///   layout folders  train_images/* with train_masks/<stem>.png, val_images/* with val_masks/<stem>.png
+/// Label maps are 8-bit single-channel PNGs of class ids; `ignore_index` marks pixels without a label (after
+/// reduce_zero_label when that is on). Any other value >= model.num_classes is an error naming the file.
 struct SegDataConfig {
-  std::string root;                          ///< holds images/ and annotations/
-  bool reduce_zero_label = true;             ///< ADE20K: label 0 is "other" -> ignore
+  std::string layout = "ade20k";             ///< "ade20k" | "folders"
+  std::string root;                          ///< ade20k: holds images/ and annotations/
+  std::string train_images, train_masks, val_images, val_masks;  ///< folders
+  bool reduce_zero_label = true;             ///< ADE20K: label 0 is "other" -> ignore, v -> v - 1
+  int64_t ignore_index = 255;                ///< label value without a class (0..255)
   std::vector<int64_t> img_scale = {2048, 512};  ///< keep-ratio bound (long side, short side)
   std::vector<double> ratio_range = {0.5, 2.0};  ///< training scale jitter
   int64_t crop_size = 512;                   ///< training crop and evaluation window (square)
   double cat_max_ratio = 0.75;               ///< random crop: at most this share of one class
+  bool photometric = true;                   ///< mmseg's PhotoMetricDistortion (data/transforms.h)
   int64_t batch_size = 2;                    ///< per process (official: 2 x 8 GPUs)
   int64_t workers = 2;
   int64_t limit = 0;                         ///< use at most this many training images (0 = all)
@@ -69,27 +85,43 @@ struct SegDataConfig {
 
   template <class V>
   void visit(V& v) {
+    v("layout", layout);
     v("root", root);
+    v("train_images", train_images);
+    v("train_masks", train_masks);
+    v("val_images", val_images);
+    v("val_masks", val_masks);
     v("reduce_zero_label", reduce_zero_label);
+    v("ignore_index", ignore_index);
     v("img_scale", img_scale);
     v("ratio_range", ratio_range);
     v("crop_size", crop_size);
     v("cat_max_ratio", cat_max_ratio);
+    v("photometric", photometric);
     v("batch_size", batch_size);
     v("workers", workers);
     v("limit", limit);
     v("val_limit", val_limit);
   }
   void validate() const;
+  /// (image folder, mask folder) of "training" or "validation" in this layout.
+  std::pair<std::filesystem::path, std::filesystem::path> folders(const std::string& split) const;
 };
+
+/// An 8-bit single-channel label map as class ids with 255 = ignore: reduce_zero_label when set (0 -> ignore,
+/// v -> v - 1, 255 stays), then `ignore_index` -> 255. Throws data::DecodeError naming the file for an unreadable
+/// or multi-channel file, or a value >= num_classes that is not ignored.
+cv::Mat read_seg_label(const std::filesystem::path& path, const SegDataConfig& d, int64_t num_classes);
 
 /// `eval:` sliding-window inference (mmseg test_cfg mode 'slide').
 struct SegEvalConfig {
   int64_t stride = 341;                      ///< window stride (the window is data.crop_size)
+  bool only = false;                         ///< evaluate init.weights (e.g. a whole segmenter) and stop
 
   template <class V>
   void visit(V& v) {
     v("stride", stride);
+    v("only", only);
   }
 };
 
@@ -140,10 +172,13 @@ std::unique_ptr<Trainer> make_seg_trainer(const SegConfig& config);
 RunSpec seg_run_spec(const SegConfig& config);
 
 struct SegSummary {
-  LoopSummary loop;
+  LoopSummary loop;   ///< empty with eval.only
+  nlohmann::json eval = nlohmann::json::object();  ///< the last evaluation: mIoU, mAcc, aAcc (percent)
   double miou = -1;  ///< the last evaluation's mIoU, percent
   std::filesystem::path segmenter;  ///< segmenter.safetensors when finished
 };
+/// Trains (on the shared loop) and evaluates; with eval.only, evaluates init.weights on data's validation split
+/// and returns (plots/segmentation.png written under train.out_dir).
 SegSummary finetune_seg(const SegConfig& config, const LoopOptions& options = {});
 
 }  // namespace beitv2
