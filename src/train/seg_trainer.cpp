@@ -108,6 +108,7 @@ void SegConfig::validate() const {
   optim.validate();
   train.validate();
   if (eval.stride <= 0) config_fail("eval.stride", config_text(eval.stride), "positive");
+  if (eval.mode != "slide" && eval.mode != "whole") config_fail("eval.mode", eval.mode, "slide or whole");
   if (data.ignore_index < model.num_classes) {
     config_fail("data.ignore_index", config_text(data.ignore_index),
                 "not a class id (model.num_classes is " + config_text(model.num_classes) + ")");
@@ -311,6 +312,15 @@ class SegTrainer : public Trainer {
     if (d.limit > 0 && static_cast<int64_t>(train_pairs.size()) > d.limit) train_pairs.resize(static_cast<size_t>(d.limit));
     val_pairs_ = list_pairs(d, "validation");
     if (d.val_limit > 0 && static_cast<int64_t>(val_pairs_.size()) > d.val_limit) val_pairs_.resize(static_cast<size_t>(d.val_limit));
+    if (cfg.eval.mode == "whole") {  // before any training: the first validation image must fit the backbone
+      const auto first = data::decode_rgb(val_pairs_.front().image).size();
+      const auto size = rescaled(first, static_cast<double>(d.img_scale[0]), static_cast<double>(d.img_scale[1]));
+      if (size.width > d.crop_size || size.height > d.crop_size) {
+        config_fail("eval.mode", "whole", c10::str("images that fit the backbone's ", d.crop_size, "x", d.crop_size,
+                                                   " input; ", val_pairs_.front().image.string(), " is ", size.width,
+                                                   "x", size.height, " after data.img_scale (use slide)"));
+      }
+    }
     DataConfig dc;
     dc.workers = d.workers;
     dc.decode_errors = "fail";
@@ -413,6 +423,14 @@ class SegTrainer : public Trainer {
     return sum / count;
   }
 
+  // Whole-image logits of one resized image (1, 3, H, W): one forward, padded to the crop when smaller.
+  torch::Tensor whole(const torch::Tensor& img) {
+    const int64_t c = cfg_.data.crop_size, h = img.size(2), w = img.size(3);
+    TORCH_CHECK(h <= c && w <= c, "eval.mode whole: a ", w, "x", h, " image is larger than the backbone's input");
+    auto padded = F::pad(img, F::PadFuncOptions({0, c - w, 0, c - h}));
+    return resize_bilinear(model_->forward(padded).logits, c, c).slice(2, 0, h).slice(3, 0, w);
+  }
+
   nlohmann::json evaluate(int64_t epoch) override {
     model_->eval();
     torch::NoGradGuard ng;
@@ -423,7 +441,8 @@ class SegTrainer : public Trainer {
       auto x = data::normalize_images(batch->images.at(0).to(device_), data::kImagenetMean, data::kImagenetStd);
       const auto label = batch->images.at(1).select(1, 0);  // (1, H0, W0) at the original size
       for (int64_t i = 0; i < x.size(0); ++i) {
-        auto logits = resize_bilinear(slide(x.slice(0, i, i + 1)), label.size(1), label.size(2));
+        const auto one = x.slice(0, i, i + 1);
+        auto logits = resize_bilinear(cfg_.eval.mode == "whole" ? whole(one) : slide(one), label.size(1), label.size(2));
         const auto pred = logits.argmax(1)[0].cpu();
         areas.add(SegAreas::of(pred, label[i], cfg_.model.num_classes));
         if (static_cast<int64_t>(shown_images.size()) < cfg_.train.plot_images) {  // the image at the label's size
@@ -461,7 +480,9 @@ class SegTrainer : public Trainer {
                                " -> UperNet (", cfg_.model.channels, " ch, ", cfg_.model.num_classes, " classes)")},
             {"init", cfg_.init.weights.empty() ? std::string("random") : cfg_.init.weights},
             {"train", c10::str(train_->size(), " images from ", cfg_.data.folders("training").first.string())},
-            {"val", c10::str(val_pairs_.size(), " images, sliding windows ", cfg_.data.crop_size, " / ", cfg_.eval.stride)}};
+            {"val", cfg_.eval.mode == "whole" ? c10::str(val_pairs_.size(), " images, whole")
+                                              : c10::str(val_pairs_.size(), " images, sliding windows ", cfg_.data.crop_size,
+                                                         " / ", cfg_.eval.stride)}};
   }
 
  private:

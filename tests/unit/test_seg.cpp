@@ -197,6 +197,20 @@ TEST(Seg, TinyTrainingOnFashionMnistScenesLowersTheLossAndEvaluates) {
   EXPECT_EQ(e.loop.steps, 0);
   EXPECT_DOUBLE_EQ(e.miou, s.miou);
   EXPECT_TRUE(std::filesystem::exists(dir / "eval/plots/segmentation.png"));
+  // Whole-image inference of these 32x32 scenes is the one 32x32 window of slide inference.
+  const auto w = finetune_seg(SegConfig::load((dir / "c.yaml").string(),
+                                              {"init.weights=" + (dir / "official.safetensors").string(), "eval.only=true",
+                                               "eval.mode=whole", "train.out_dir=" + (dir / "eval_whole").string()}));
+  EXPECT_DOUBLE_EQ(w.miou, s.miou);
+  // Images resized beyond the backbone's input cannot be evaluated whole: refused before any work.
+  try {
+    finetune_seg(SegConfig::load((dir / "c.yaml").string(), {"eval.mode=whole", "data.img_scale=[128,64]",
+                                                             "train.out_dir=" + (dir / "too_big").string()}));
+    FAIL() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("eval.mode"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("64x64 after data.img_scale"), std::string::npos) << e.what();
+  }
   // The same weights as an official mmseg checkpoint ({'meta', 'state_dict'} in a .pth, as mmcv saves it)
   // through tools/convert_checkpoint.py.
   if (const auto py = test::build_python(); !py.empty()) {

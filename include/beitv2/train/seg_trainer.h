@@ -115,11 +115,16 @@ cv::Mat read_seg_label(const std::filesystem::path& path, const SegDataConfig& d
 
 /// `eval:` sliding-window inference (mmseg test_cfg mode 'slide').
 struct SegEvalConfig {
+  /// "slide": windows of data.crop_size every `stride`, logits averaged (the official recipes); "whole": one
+  /// forward of the whole resized image (mmseg's 'whole'), which must fit the backbone's input (data.crop_size;
+  /// a smaller image is padded to it) because the position tables are fixed, as in the official backbone.
+  std::string mode = "slide";
   int64_t stride = 341;                      ///< window stride (the window is data.crop_size)
   bool only = false;                         ///< evaluate init.weights (e.g. a whole segmenter) and stop
 
   template <class V>
   void visit(V& v) {
+    v("mode", mode);
     v("stride", stride);
     v("only", only);
   }
