@@ -37,16 +37,21 @@ inline std::string build_python() {
   return std::filesystem::exists(p) ? p.string() : "";
 }
 
-/// Fashion-MNIST scenes (tools/prepare_fmnist_scenes.py; the ADE20K layout), 32x32, 96 training and 16
-/// validation scenes, prepared once per machine in the temp directory.
-inline std::filesystem::path fmnist_scenes_32() {
-  const auto dir = std::filesystem::temp_directory_path() / "beitv2_fmnist_scenes_32";
+/// Fashion-MNIST scenes (tools/prepare_fmnist_scenes.py; the ADE20K layout) made with `options`, prepared once
+/// per machine in the temp directory under `name`.
+inline std::filesystem::path fmnist_scenes(const std::string& name, const std::string& options) {
+  const auto dir = std::filesystem::temp_directory_path() / name;
   if (!std::filesystem::exists(dir / "scenes.json")) {
     const std::string cmd = "python3 " + (source_dir() / "tools/prepare_fmnist_scenes.py").string() + " " +
-                            dir.string() + " --size 32 --train 96 --val 16 > /dev/null";
+                            dir.string() + " " + options + " > /dev/null";
     EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
   }
   return dir;
+}
+
+/// 32x32 scenes of 2-4 textured items, 96 training and 16 validation scenes.
+inline std::filesystem::path fmnist_scenes_32() {
+  return fmnist_scenes("beitv2_fmnist_scenes_32", "--size 32 --train 96 --val 16");
 }
 
 /// A fresh, empty folder under the system temporary folder, removed with its contents by the destructor, so a

@@ -242,11 +242,16 @@ cv::Mat three_channels(const cv::Mat& grey) {
   return out;
 }
 
+// A pair's image (RGB) and label map (read_seg_label), which must be of one size.
+std::pair<cv::Mat, cv::Mat> read_pair(const Pair& p, const SegDataConfig& d, int64_t num_classes) {
+  cv::Mat img = data::decode_rgb(p.image), lab = read_seg_label(p.label, d, num_classes);
+  if (img.size() != lab.size()) throw data::DecodeError(p.label.string() + ": size differs from its image");
+  return {img, lab};
+}
+
 data::SampleFn train_sample_fn(std::vector<Pair> pairs, SegDataConfig d, int64_t num_classes) {
   return [pairs = std::move(pairs), d, num_classes](int64_t index, data::Rng& rng) {
-    const auto& p = pairs[static_cast<size_t>(index)];
-    cv::Mat img = data::decode_rgb(p.image), lab = read_seg_label(p.label, d, num_classes);
-    if (img.size() != lab.size()) throw data::DecodeError(p.label.string() + ": size differs from its image");
+    auto [img, lab] = read_pair(pairs[static_cast<size_t>(index)], d, num_classes);
     const double r = rng.uniform(d.ratio_range[0], d.ratio_range[1]);
     const auto size = rescaled(img.size(), d.img_scale[0] * r, d.img_scale[1] * r);
     cv::resize(img, img, size, 0, 0, cv::INTER_LINEAR);
@@ -288,9 +293,7 @@ data::SampleFn train_sample_fn(std::vector<Pair> pairs, SegDataConfig d, int64_t
 // Evaluation: the image resized (keep ratio) to img_scale, the label at its original size.
 data::SampleFn eval_sample_fn(std::vector<Pair> pairs, SegDataConfig d, int64_t num_classes) {
   return [pairs = std::move(pairs), d, num_classes](int64_t index, data::Rng&) {
-    const auto& p = pairs[static_cast<size_t>(index)];
-    cv::Mat img = data::decode_rgb(p.image), lab = read_seg_label(p.label, d, num_classes);
-    if (img.size() != lab.size()) throw data::DecodeError(p.label.string() + ": size differs from its image");
+    auto [img, lab] = read_pair(pairs[static_cast<size_t>(index)], d, num_classes);
     cv::resize(img, img, rescaled(img.size(), static_cast<double>(d.img_scale[0]), static_cast<double>(d.img_scale[1])),
                0, 0, cv::INTER_LINEAR);
     data::Sample s;
@@ -405,6 +408,15 @@ class SegTrainer : public Trainer {
     return {decode + aux, {{"loss_decode", decode.detach()}, {"loss_aux", aux.detach()}, {"acc_seg", acc}}};
   }
 
+  // Logits of one window (1, 3, h, w) with h, w <= the crop: padded to the crop (the backbone's tables are
+  // fixed), forwarded, resized to the crop and cut back to h x w.
+  torch::Tensor window(const torch::Tensor& crop) {
+    const int64_t c = cfg_.data.crop_size, h = crop.size(2), w = crop.size(3);
+    TORCH_CHECK(h <= c && w <= c, "finetune-seg: a ", w, "x", h, " window is larger than the backbone's input");
+    auto padded = F::pad(crop, F::PadFuncOptions({0, c - w, 0, c - h}));
+    return resize_bilinear(model_->forward(padded).logits, c, c).slice(2, 0, h).slice(3, 0, w);
+  }
+
   // Sliding-window logits of one resized image (1, 3, H, W) at its own size.
   torch::Tensor slide(const torch::Tensor& img) {
     const int64_t c = cfg_.data.crop_size, h = img.size(2), w = img.size(3);
@@ -412,23 +424,11 @@ class SegTrainer : public Trainer {
     auto count = torch::zeros({1, 1, h, w}, img.options());
     for (const auto& [y1, y2] : slide_windows(h, c, cfg_.eval.stride)) {
       for (const auto& [x1, x2] : slide_windows(w, c, cfg_.eval.stride)) {
-        auto crop = img.slice(2, y1, y2).slice(3, x1, x2);
-        // A window smaller than the crop (a small image) is padded to it: the backbone's tables are fixed.
-        auto padded = F::pad(crop, F::PadFuncOptions({0, c - crop.size(3), 0, c - crop.size(2)}));
-        auto logits = resize_bilinear(model_->forward(padded).logits, c, c).slice(2, 0, y2 - y1).slice(3, 0, x2 - x1);
-        sum.slice(2, y1, y2).slice(3, x1, x2) += logits;
+        sum.slice(2, y1, y2).slice(3, x1, x2) += window(img.slice(2, y1, y2).slice(3, x1, x2));
         count.slice(2, y1, y2).slice(3, x1, x2) += 1;
       }
     }
     return sum / count;
-  }
-
-  // Whole-image logits of one resized image (1, 3, H, W): one forward, padded to the crop when smaller.
-  torch::Tensor whole(const torch::Tensor& img) {
-    const int64_t c = cfg_.data.crop_size, h = img.size(2), w = img.size(3);
-    TORCH_CHECK(h <= c && w <= c, "eval.mode whole: a ", w, "x", h, " image is larger than the backbone's input");
-    auto padded = F::pad(img, F::PadFuncOptions({0, c - w, 0, c - h}));
-    return resize_bilinear(model_->forward(padded).logits, c, c).slice(2, 0, h).slice(3, 0, w);
   }
 
   nlohmann::json evaluate(int64_t epoch) override {
@@ -442,7 +442,7 @@ class SegTrainer : public Trainer {
       const auto label = batch->images.at(1).select(1, 0);  // (1, H0, W0) at the original size
       for (int64_t i = 0; i < x.size(0); ++i) {
         const auto one = x.slice(0, i, i + 1);
-        auto logits = resize_bilinear(cfg_.eval.mode == "whole" ? whole(one) : slide(one), label.size(1), label.size(2));
+        auto logits = resize_bilinear(cfg_.eval.mode == "whole" ? window(one) : slide(one), label.size(1), label.size(2));
         const auto pred = logits.argmax(1)[0].cpu();
         areas.add(SegAreas::of(pred, label[i], cfg_.model.num_classes));
         if (static_cast<int64_t>(shown_images.size()) < cfg_.train.plot_images) {  // the image at the label's size

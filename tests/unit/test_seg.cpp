@@ -249,12 +249,9 @@ TEST(Seg, TinyTrainingOnFashionMnistScenesLowersTheLossAndEvaluates) {
 // bound (2 points) leaves room for thread counts and library versions. A backbone that failed to load, or
 // loaded as random, fails it.
 TEST(Seg, PretrainedBackboneBeatsARandomOneOnSingleItemScenesFrozen) {
-  const auto data = std::filesystem::temp_directory_path() / "beitv2_fmnist_scenes_single_32";
-  if (!std::filesystem::exists(data / "scenes.json")) {
-    const std::string cmd = "python3 " + (test::source_dir() / "tools/prepare_fmnist_scenes.py").string() + " " +
-                            data.string() + " --style plain --size 32 --items 1 1 --scale 0.75 0.95 --train 800 --val 100 > /dev/null";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
-  }
+  const auto data = test::fmnist_scenes("beitv2_fmnist_scenes_single_32",
+                                        "--style plain --size 32 --items 1 1 --scale 0.75 0.95 --train 800 --val 100");
+  ASSERT_TRUE(std::filesystem::exists(data / "scenes.json"));
   test::TempDir dir("seg_margin");
   auto run = [&](const std::string& weights, const std::string& name) {
     auto c = SegConfig::load((test::source_dir() / "configs/seg_fmnist_scenes.yaml").string(),
